@@ -1,0 +1,157 @@
+/**
+ * A small declarative validator: one schema with defaults and a doc string per option, checked
+ * once at start-up; every error names the option path (`proxy.routes[2].upstream must be an http
+ * or https URL`) the way piscina and fastify do. Unknown options are refused, renamed ones with a
+ * hint (undici `lib/dispatcher/client.js`).
+ */
+import { ConfigError } from '../errors.js'
+
+export interface Field<T> {
+  /** What the option does; rendered in docs/configuration.md. */
+  doc: string
+  parse(value: unknown, path: string): T
+  /** Used when the option is absent. Absent and no default: the option is required. */
+  default?: () => T
+}
+
+type Shape = Record<string, Field<unknown>>
+type Out<S extends Shape> = { readonly [K in keyof S]: S[K] extends Field<infer T> ? T : never }
+
+function fail(path: string, what: string): never {
+  throw new ConfigError(`${path} ${what}`)
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`
+}
+
+export const f = {
+  string(doc: string, opts: { default?: string; pattern?: RegExp; patternHint?: string; nonEmpty?: boolean } = {}): Field<string> {
+    return {
+      doc,
+      ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
+      parse(v, path) {
+        if (typeof v !== 'string') fail(path, `must be a string, got ${describe(v)}`)
+        if (opts.nonEmpty !== false && v.length === 0) fail(path, 'must not be empty')
+        if (opts.pattern && !opts.pattern.test(v)) fail(path, `must ${opts.patternHint ?? `match ${opts.pattern}`}`)
+        return v
+      },
+    }
+  },
+  optionalString(doc: string): Field<string | undefined> {
+    return {
+      doc,
+      default: () => undefined,
+      parse(v, path) {
+        if (v === undefined || v === null) return undefined
+        if (typeof v !== 'string' || v.length === 0) fail(path, `must be a non-empty string, got ${describe(v)}`)
+        return v
+      },
+    }
+  },
+  int(doc: string, opts: { default?: number; min?: number; max?: number } = {}): Field<number> {
+    return {
+      doc,
+      ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
+      parse(v, path) {
+        if (typeof v !== 'number' || !Number.isInteger(v)) fail(path, `must be an integer, got ${describe(v)}`)
+        if (opts.min !== undefined && v < opts.min) fail(path, `must be >= ${opts.min}, got ${v}`)
+        if (opts.max !== undefined && v > opts.max) fail(path, `must be <= ${opts.max}, got ${v}`)
+        return v
+      },
+    }
+  },
+  bool(doc: string, def: boolean): Field<boolean> {
+    return {
+      doc,
+      default: () => def,
+      parse(v, path) {
+        if (typeof v !== 'boolean') fail(path, `must be true or false, got ${describe(v)}`)
+        return v
+      },
+    }
+  },
+  oneOf<T extends string>(doc: string, values: readonly T[], def: T): Field<T> {
+    return {
+      doc,
+      default: () => def,
+      parse(v, path) {
+        if (typeof v !== 'string' || !values.includes(v as T)) fail(path, `must be one of ${values.join(', ')}, got ${describe(v)}`)
+        return v as T
+      },
+    }
+  },
+  url(doc: string, opts: { default?: string; protocols?: string[] } = {}): Field<string> {
+    const protocols = opts.protocols ?? ['https:']
+    return {
+      doc,
+      ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
+      parse(v, path) {
+        const names = protocols.map((p) => p.slice(0, -1)).join(' or ')
+        if (typeof v !== 'string') fail(path, `must be an ${names} URL, got ${describe(v)}`)
+        let u: URL
+        try {
+          u = new URL(v)
+        } catch {
+          fail(path, `must be an ${names} URL`)
+        }
+        if (!protocols.includes(u.protocol)) fail(path, `must be an ${names} URL`)
+        if (u.username || u.password) fail(path, 'must not carry credentials')
+        return v.replace(/\/+$/, '')
+      },
+    }
+  },
+  array<T>(doc: string, item: Field<T>, opts: { default?: () => T[]; minItems?: number; maxItems?: number } = {}): Field<T[]> {
+    return {
+      doc,
+      ...(opts.default ? { default: opts.default } : {}),
+      parse(v, path) {
+        if (!Array.isArray(v)) fail(path, `must be an array, got ${describe(v)}`)
+        if (opts.minItems !== undefined && v.length < opts.minItems) fail(path, `must have at least ${opts.minItems} item(s)`)
+        if (opts.maxItems !== undefined && v.length > opts.maxItems) fail(path, `must have at most ${opts.maxItems} items`)
+        return v.map((x, i) => item.parse(x, `${path}[${i}]`))
+      },
+    }
+  },
+  object<S extends Shape>(doc: string, shape: S, opts: { renamed?: Record<string, string>; optional?: boolean } = {}): Field<Out<S>> {
+    const field: Field<Out<S>> = {
+      doc,
+      parse(v, path) {
+        if (v === undefined && opts.optional !== false) v = {}
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(path, `must be an object, got ${describe(v)}`)
+        const o = v as Record<string, unknown>
+        for (const key of Object.keys(o)) {
+          if (!(key in shape)) {
+            const to = opts.renamed?.[key]
+            const p = path ? `${path}.${key}` : key
+            fail(p, to ? `was renamed to ${path ? `${path}.` : ''}${to}` : `is not a known option (known: ${Object.keys(shape).join(', ')})`)
+          }
+        }
+        const out: Record<string, unknown> = {}
+        for (const [key, fld] of Object.entries(shape)) {
+          const p = path ? `${path}.${key}` : key
+          if (o[key] === undefined) {
+            if (fld.default) out[key] = fld.default()
+            else if ('shape' in fld) out[key] = fld.parse(undefined, p)
+            else fail(p, 'is required')
+          } else {
+            out[key] = fld.parse(o[key], p)
+          }
+        }
+        return out as Out<S>
+      },
+    }
+    return Object.assign(field, { shape })
+  },
+}
+
+/** Freeze a parsed config deeply: it is read-only after start-up. */
+export function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v)
+    for (const x of Object.values(v as object)) deepFreeze(x)
+  }
+  return v
+}

@@ -1,0 +1,96 @@
+/**
+ * Every error Gatehouse raises on purpose. Each subclass has a stable code (never reused, never
+ * renamed) and the HTTP status it maps to when it reaches a client. Messages never contain keys,
+ * passwords, tokens or session ids: callers pass only what is safe to show.
+ *
+ * Model: undici `lib/core/errors.js`, fastify `lib/errors.js`.
+ */
+export class GatehouseError extends Error {
+  /** Stable machine-readable code, e.g. `GH_ERR_REPLAY`. */
+  readonly code: string = 'GH_ERR_INTERNAL'
+  /** HTTP status this error maps to at an API boundary. */
+  readonly status: number = 500
+  /** True when the message is safe to return to a client verbatim. */
+  readonly expose: boolean = false
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+function define(name: string, code: string, status: number, expose = true) {
+  const cls = class extends GatehouseError {
+    override readonly code = code
+    override readonly status = status
+    override readonly expose = expose
+  }
+  Object.defineProperty(cls, 'name', { value: name })
+  return cls
+}
+
+/** Configuration invalid; message names the option path. */
+export const ConfigError = define('ConfigError', 'GH_ERR_CONFIG', 500)
+/** A request or envelope could not be parsed. */
+export const MalformedError = define('MalformedError', 'GH_ERR_MALFORMED', 400)
+/** A record failed authentication (tampered ciphertext, tag, AAD or wrong key). */
+export const DecryptError = define('DecryptError', 'GH_ERR_DECRYPT', 400)
+/** The body was cut before its final record. */
+export const TruncatedError = define('TruncatedError', 'GH_ERR_TRUNCATED', 400)
+/** Sign-in failed; never says which part was wrong. */
+export const AuthenticationError = define('AuthenticationError', 'GH_ERR_AUTHENTICATION', 401)
+/** Unknown, closed or expired session: the device opens a new one. */
+export const SessionInvalidError = define('SessionInvalidError', 'GH_ERR_SESSION_INVALID', 401)
+/** Proof of possession of the shared key failed. */
+export const ProofError = define('ProofError', 'GH_ERR_PROOF', 401)
+/** Unknown or revoked enrollment. */
+export const EnrollmentInvalidError = define('EnrollmentInvalidError', 'GH_ERR_ENROLLMENT_INVALID', 401)
+/** Access forbidden (app context, network, role). */
+export const ForbiddenError = define('ForbiddenError', 'GH_ERR_FORBIDDEN', 403)
+/** No route matches the request path. */
+export const NotFoundError = define('NotFoundError', 'GH_ERR_NOT_FOUND', 404)
+/** Method not allowed on this path. */
+export const MethodNotAllowedError = define('MethodNotAllowedError', 'GH_ERR_METHOD_NOT_ALLOWED', 405)
+/** Sequence number already seen or behind the window. */
+export const ReplayError = define('ReplayError', 'GH_ERR_REPLAY', 409)
+/** Timestamp outside the allowed clock skew. */
+export const StaleError = define('StaleError', 'GH_ERR_STALE', 409)
+/** Body or record over its limit. */
+export const TooLargeError = define('TooLargeError', 'GH_ERR_TOO_LARGE', 413)
+/** Unsupported media type (not an envelope where one is required). */
+export const UnsupportedMediaTypeError = define('UnsupportedMediaTypeError', 'GH_ERR_MEDIA_TYPE', 415)
+/** Too many attempts. */
+export const RateLimitedError = define('RateLimitedError', 'GH_ERR_RATE_LIMITED', 429)
+/** Request headers too large. */
+export const HeadersTooLargeError = define('HeadersTooLargeError', 'GH_ERR_HEADERS_TOO_LARGE', 431)
+/** The upstream could not be reached or failed. */
+export const UpstreamError = define('UpstreamError', 'GH_ERR_UPSTREAM', 502)
+/** The control plane (security server) could not be reached. */
+export const ControlPlaneUnavailableError = define('ControlPlaneUnavailableError', 'GH_ERR_CONTROL_PLANE_UNAVAILABLE', 503)
+/** A dependency (directory, database) is unavailable. */
+export const UnavailableError = define('UnavailableError', 'GH_ERR_UNAVAILABLE', 503)
+/** The upstream did not answer in time. */
+export const UpstreamTimeoutError = define('UpstreamTimeoutError', 'GH_ERR_UPSTREAM_TIMEOUT', 504)
+/** A stored secret could not be decrypted (wrong master key, tampered row). Never exposed. */
+export const SecretStoreError = define('SecretStoreError', 'GH_ERR_SECRET_STORE', 500, false)
+/** An operation would overwrite existing files without --force. */
+export const ExistsError = define('ExistsError', 'GH_ERR_EXISTS', 409)
+/** Command-line usage error. */
+export const UsageError = define('UsageError', 'GH_ERR_USAGE', 400)
+
+export type GatehouseErrorClass = ReturnType<typeof define>
+
+/** The JSON body of every error answer: `{ "error": { "code", "message" } }`. */
+export function errorBody(err: unknown): { error: { code: string; message: string } } {
+  if (err instanceof GatehouseError && err.expose) {
+    return { error: { code: err.code, message: err.message } }
+  }
+  if (err instanceof GatehouseError) {
+    return { error: { code: err.code, message: 'internal error' } }
+  }
+  return { error: { code: 'GH_ERR_INTERNAL', message: 'internal error' } }
+}
+
+export function statusOf(err: unknown): number {
+  return err instanceof GatehouseError ? err.status : 500
+}

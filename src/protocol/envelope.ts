@@ -1,0 +1,273 @@
+/**
+ * The envelope: how a request or response body travels between a device and the proxy.
+ *
+ *   envelope  = preamble record+                      (the last record has FLAG_FINAL)
+ *
+ *   request preamble (20 bytes)         response preamble (28 bytes)
+ *   +----+----+---+---+                 +----+----+---+---+
+ *   | 'G'| 'H'|ver|knd|  knd = 0x01     | 'G'| 'H'|ver|knd|  knd = 0x02
+ *   +----+----+---+---+                 +----+----+---+---+
+ *   | seq (u64 BE)    |                 | seq (u64 BE, echoes the request) |
+ *   | timestamp ms (u64 BE)             | salt (16 bytes, random per response)
+ *
+ *   record
+ *   +-------+-----------------+----------------------------+
+ *   | flags | length (u24 BE) | ciphertext (length) | tag (16) |
+ *   +-------+-----------------+----------------------------+
+ *   flags: 0x01 FINAL, 0x02 HEAD (record 0 only, and always); other bits must be 0.
+ *   length: plaintext length, 0..65536.
+ *
+ *   nonce (96 bits) = seq (u64 BE) || record index (u32 BE)   -- counters, never random
+ *   key  = c2s for requests; HKDF(s2c, salt) for responses (see keySchedule.ts)
+ *   AAD  = 'G' 'H' ver dir | seq u64 | request timestamp u64 | u8 len | session id
+ *          | u16 len | request line ("METHOD /path?query") | flags
+ *
+ * Binding the flags into the AAD and the index into the nonce means that reordering, dropping,
+ * duplicating or re-flagging records fails authentication, and a body cut anywhere is detected
+ * because no record carried FINAL.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { DecryptError, MalformedError, TooLargeError, TruncatedError } from '../errors.js'
+import {
+  DIRECTION_C2S, DIRECTION_S2C, FLAG_FINAL, FLAG_HEAD, FLAGS_KNOWN, KIND_REQUEST, KIND_RESPONSE,
+  MAGIC_0, MAGIC_1, MAX_RECORD_PLAINTEXT, NONCE_LENGTH, PROTOCOL_VERSION, RECORD_HEADER_LENGTH,
+  REQUEST_PREAMBLE_LENGTH, RESPONSE_PREAMBLE_LENGTH, RESPONSE_SALT_LENGTH, TAG_LENGTH,
+} from './constants.js'
+import { deriveResponseKey } from './keySchedule.js'
+
+export type Kind = 'request' | 'response'
+
+export interface Preamble {
+  kind: Kind
+  seq: number
+  /** Request: the device's timestamp. Response: absent (the request's is bound in the AAD). */
+  timestampMs: number
+  /** Response only. */
+  salt?: Buffer
+}
+
+export interface EnvelopeParams {
+  kind: Kind
+  sessionId: string
+  /** `METHOD /path?query` exactly as on the request line. */
+  requestLine: string
+  /** c2s for requests, s2c for responses (the response key is derived from it and the salt). */
+  key: Buffer
+}
+
+export interface DecodedRecord {
+  index: number
+  head: boolean
+  final: boolean
+  plaintext: Buffer
+}
+
+const MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER
+
+function buildAadPrefix(kind: Kind, seq: number, timestampMs: number, sessionId: string, requestLine: string): Buffer {
+  const sid = Buffer.from(sessionId, 'latin1')
+  const line = Buffer.from(requestLine, 'latin1')
+  if (sid.length > 255) throw new MalformedError('session id too long')
+  if (line.length > 0xffff) throw new MalformedError('request line too long')
+  // +1 for the flags byte written per record.
+  const aad = Buffer.allocUnsafe(4 + 8 + 8 + 1 + sid.length + 2 + line.length + 1)
+  let o = 0
+  aad[o++] = MAGIC_0
+  aad[o++] = MAGIC_1
+  aad[o++] = PROTOCOL_VERSION
+  aad[o++] = kind === 'request' ? DIRECTION_C2S : DIRECTION_S2C
+  aad.writeBigUInt64BE(BigInt(seq), o); o += 8
+  aad.writeBigUInt64BE(BigInt(timestampMs), o); o += 8
+  aad[o++] = sid.length
+  o += sid.copy(aad, o)
+  aad.writeUInt16BE(line.length, o); o += 2
+  line.copy(aad, o)
+  return aad
+}
+
+function nonceFor(seq: number, index: number, out: Buffer): Buffer {
+  out.writeBigUInt64BE(BigInt(seq), 0)
+  out.writeUInt32BE(index, 8)
+  return out
+}
+
+/** Writes one envelope: a preamble, then records, each sealed as it is produced. */
+export class EnvelopeEncoder {
+  readonly preamble: Buffer
+  private readonly key: Buffer
+  private readonly aad: Buffer
+  private readonly nonce = Buffer.allocUnsafe(NONCE_LENGTH)
+  private index = 0
+  private finished = false
+
+  /**
+   * @param timestampMs request: the device's clock; response: the request's timestamp (bound in AAD).
+   * @param salt response only; random 16 bytes when omitted (tests pass fixed ones for vectors).
+   */
+  constructor(private readonly p: EnvelopeParams & { seq: number; timestampMs: number; salt?: Buffer }) {
+    if (!Number.isSafeInteger(p.seq) || p.seq < 1) throw new RangeError('seq must be a positive safe integer')
+    if (p.kind === 'request') {
+      this.preamble = Buffer.allocUnsafe(REQUEST_PREAMBLE_LENGTH)
+      this.preamble.writeBigUInt64BE(BigInt(p.timestampMs), 12)
+      this.key = p.key
+    } else {
+      const salt = p.salt ?? randomBytes(RESPONSE_SALT_LENGTH)
+      if (salt.length !== RESPONSE_SALT_LENGTH) throw new RangeError('response salt must be 16 bytes')
+      this.preamble = Buffer.allocUnsafe(RESPONSE_PREAMBLE_LENGTH)
+      salt.copy(this.preamble, 12)
+      this.key = deriveResponseKey(p.key, salt)
+    }
+    this.preamble[0] = MAGIC_0
+    this.preamble[1] = MAGIC_1
+    this.preamble[2] = PROTOCOL_VERSION
+    this.preamble[3] = p.kind === 'request' ? KIND_REQUEST : KIND_RESPONSE
+    this.preamble.writeBigUInt64BE(BigInt(p.seq), 4)
+    this.aad = buildAadPrefix(p.kind, p.seq, p.timestampMs, p.sessionId, p.requestLine)
+  }
+
+  /** Seal one record. The first record is the head; `final` marks the last one. */
+  record(plaintext: Buffer, final: boolean): Buffer {
+    if (this.finished) throw new Error('envelope already finished')
+    if (plaintext.length > MAX_RECORD_PLAINTEXT) throw new RangeError('record over 64 KiB')
+    const flags = (final ? FLAG_FINAL : 0) | (this.index === 0 ? FLAG_HEAD : 0)
+    this.aad[this.aad.length - 1] = flags
+    const cipher = createCipheriv('aes-256-gcm', this.key, nonceFor(this.p.seq, this.index, this.nonce), { authTagLength: TAG_LENGTH })
+    cipher.setAAD(this.aad)
+    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + plaintext.length + TAG_LENGTH)
+    out[0] = flags
+    out.writeUIntBE(plaintext.length, 1, 3)
+    const n = cipher.update(plaintext).copy(out, RECORD_HEADER_LENGTH)
+    cipher.final()
+    cipher.getAuthTag().copy(out, RECORD_HEADER_LENGTH + n)
+    this.index++
+    if (final) this.finished = true
+    return out
+  }
+
+  /** Seal a body as records of at most 64 KiB after the head; the last one is FINAL. */
+  body(body: Buffer, final = true): Buffer[] {
+    const out: Buffer[] = []
+    if (body.length === 0 && final) {
+      out.push(this.record(body, true))
+      return out
+    }
+    for (let off = 0; off < body.length; off += MAX_RECORD_PLAINTEXT) {
+      const end = Math.min(off + MAX_RECORD_PLAINTEXT, body.length)
+      out.push(this.record(body.subarray(off, end), final && end === body.length))
+    }
+    return out
+  }
+
+  get recordsWritten(): number {
+    return this.index
+  }
+}
+
+/** Reads one envelope incrementally: push chunks as they arrive, get authenticated records. */
+export class EnvelopeDecoder {
+  preamble: Preamble | undefined
+  private pending: Buffer = Buffer.alloc(0)
+  private key: Buffer | undefined
+  private aad: Buffer | undefined
+  private readonly nonce = Buffer.allocUnsafe(NONCE_LENGTH)
+  private index = 0
+  private finished = false
+
+  /**
+   * @param requestTimestampMs response only: the timestamp the device sent with its request.
+   * @param maxRecordPlaintext records above this are refused before any decryption (TooLargeError).
+   */
+  constructor(private readonly p: EnvelopeParams & { requestTimestampMs?: number; maxRecordPlaintext?: number }) {}
+
+  get done(): boolean {
+    return this.finished
+  }
+
+  get records(): number {
+    return this.index
+  }
+
+  push(chunk: Buffer): DecodedRecord[] {
+    if (chunk.length === 0) return []
+    if (this.finished) throw new MalformedError('data after the final record')
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk])
+    const out: DecodedRecord[] = []
+    if (!this.preamble && !this.readPreamble()) return out
+    for (;;) {
+      if (this.pending.length < RECORD_HEADER_LENGTH) break
+      const flags = this.pending[0]!
+      const length = this.pending.readUIntBE(1, 3)
+      if ((flags & ~FLAGS_KNOWN) !== 0) throw new MalformedError('unknown record flags')
+      if (length > (this.p.maxRecordPlaintext ?? MAX_RECORD_PLAINTEXT)) {
+        if (length > MAX_RECORD_PLAINTEXT) throw new MalformedError('record length over 64 KiB')
+        throw new TooLargeError('record too large')
+      }
+      const head = (flags & FLAG_HEAD) !== 0
+      if (head !== (this.index === 0)) throw new MalformedError(head ? 'head flag on a body record' : 'first record is not a head record')
+      const total = RECORD_HEADER_LENGTH + length + TAG_LENGTH
+      if (this.pending.length < total) break
+      const record = this.pending.subarray(0, total)
+      this.pending = this.pending.subarray(total)
+      const final = (flags & FLAG_FINAL) !== 0
+      out.push({ index: this.index, head, final, plaintext: this.open(record, flags, length) })
+      this.index++
+      if (final) {
+        this.finished = true
+        if (this.pending.length > 0) throw new MalformedError('data after the final record')
+        break
+      }
+    }
+    return out
+  }
+
+  /** Call when the body has ended: throws TruncatedError unless the final record arrived. */
+  end(): void {
+    if (!this.finished) {
+      throw new TruncatedError(this.preamble ? 'body ended before its final record' : 'body ended inside the preamble')
+    }
+  }
+
+  private readPreamble(): boolean {
+    const b = this.pending
+    // Check what we have of the magic early so that a non-envelope body fails at its first byte.
+    if ((b.length > 0 && b[0] !== MAGIC_0) || (b.length > 1 && b[1] !== MAGIC_1)) throw new MalformedError('not an envelope')
+    if (b.length > 2 && b[2] !== PROTOCOL_VERSION) throw new MalformedError('unsupported envelope version')
+    const wantKind = this.p.kind === 'request' ? KIND_REQUEST : KIND_RESPONSE
+    if (b.length > 3 && b[3] !== wantKind) throw new MalformedError('wrong envelope kind')
+    const need = this.p.kind === 'request' ? REQUEST_PREAMBLE_LENGTH : RESPONSE_PREAMBLE_LENGTH
+    if (b.length < need) return false
+    const seqBig = b.readBigUInt64BE(4)
+    if (seqBig < 1n || seqBig > BigInt(MAX_SAFE_SEQ)) throw new MalformedError('sequence number out of range')
+    const seq = Number(seqBig)
+    if (this.p.kind === 'request') {
+      const ts = b.readBigUInt64BE(12)
+      if (ts > BigInt(MAX_SAFE_SEQ)) throw new MalformedError('timestamp out of range')
+      this.preamble = { kind: 'request', seq, timestampMs: Number(ts) }
+      this.key = this.p.key
+      this.aad = buildAadPrefix('request', seq, Number(ts), this.p.sessionId, this.p.requestLine)
+    } else {
+      const salt = Buffer.from(b.subarray(12, 28))
+      const ts = this.p.requestTimestampMs ?? 0
+      this.preamble = { kind: 'response', seq, timestampMs: ts, salt }
+      this.key = deriveResponseKey(this.p.key, salt)
+      this.aad = buildAadPrefix('response', seq, ts, this.p.sessionId, this.p.requestLine)
+    }
+    this.pending = b.subarray(need)
+    return true
+  }
+
+  private open(record: Buffer, flags: number, length: number): Buffer {
+    const aad = this.aad!
+    aad[aad.length - 1] = flags
+    const decipher = createDecipheriv('aes-256-gcm', this.key!, nonceFor(this.preamble!.seq, this.index, this.nonce), { authTagLength: TAG_LENGTH })
+    decipher.setAAD(aad)
+    decipher.setAuthTag(record.subarray(RECORD_HEADER_LENGTH + length))
+    const plaintext = decipher.update(record.subarray(RECORD_HEADER_LENGTH, RECORD_HEADER_LENGTH + length))
+    try {
+      decipher.final()
+    } catch {
+      throw new DecryptError('record failed authentication')
+    }
+    return plaintext
+  }
+}
