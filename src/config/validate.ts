@@ -12,9 +12,15 @@ export interface Field<T> {
   parse(value: unknown, path: string): T
   /** Used when the option is absent. Absent and no default: the option is required. */
   default?: () => T
+  /** What values are accepted, in words (`integer, 0 to 65535`); rendered in docs/configuration.md. */
+  kind?: string
+  /** Fields of an object option (set by `f.object` only). */
+  shape?: Shape
+  /** Field of each item of an array option (set by `f.array` only). */
+  item?: Field<unknown>
 }
 
-type Shape = Record<string, Field<unknown>>
+export type Shape = Record<string, Field<unknown>>
 type Out<S extends Shape> = { readonly [K in keyof S]: S[K] extends Field<infer T> ? T : never }
 
 function fail(path: string, what: string): never {
@@ -31,6 +37,7 @@ export const f = {
   string(doc: string, opts: { default?: string; pattern?: RegExp; patternHint?: string; nonEmpty?: boolean } = {}): Field<string> {
     return {
       doc,
+      kind: opts.pattern ? `string; must ${opts.patternHint ?? `match ${opts.pattern}`}` : opts.nonEmpty === false ? 'string' : 'non-empty string',
       ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
       parse(v, path) {
         if (typeof v !== 'string') fail(path, `must be a string, got ${describe(v)}`)
@@ -43,6 +50,7 @@ export const f = {
   optionalString(doc: string): Field<string | undefined> {
     return {
       doc,
+      kind: 'string, optional',
       default: () => undefined,
       parse(v, path) {
         if (v === undefined || v === null) return undefined
@@ -54,6 +62,7 @@ export const f = {
   int(doc: string, opts: { default?: number; min?: number; max?: number } = {}): Field<number> {
     return {
       doc,
+      kind: `integer${opts.min !== undefined && opts.max !== undefined ? `, ${opts.min} to ${opts.max}` : opts.min !== undefined ? ` >= ${opts.min}` : opts.max !== undefined ? ` <= ${opts.max}` : ''}`,
       ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
       parse(v, path) {
         if (typeof v !== 'number' || !Number.isInteger(v)) fail(path, `must be an integer, got ${describe(v)}`)
@@ -66,6 +75,7 @@ export const f = {
   bool(doc: string, def: boolean): Field<boolean> {
     return {
       doc,
+      kind: 'boolean',
       default: () => def,
       parse(v, path) {
         if (typeof v !== 'boolean') fail(path, `must be true or false, got ${describe(v)}`)
@@ -76,6 +86,7 @@ export const f = {
   oneOf<T extends string>(doc: string, values: readonly T[], def: T): Field<T> {
     return {
       doc,
+      kind: `one of ${values.join(', ')}`,
       default: () => def,
       parse(v, path) {
         if (typeof v !== 'string' || !values.includes(v as T)) fail(path, `must be one of ${values.join(', ')}, got ${describe(v)}`)
@@ -87,6 +98,7 @@ export const f = {
     const protocols = opts.protocols ?? ['https:']
     return {
       doc,
+      kind: `${protocols.map((p) => p.slice(0, -1)).join(' or ')} URL`,
       ...(opts.default !== undefined ? { default: () => opts.default! } : {}),
       parse(v, path) {
         const names = protocols.map((p) => p.slice(0, -1)).join(' or ')
@@ -104,8 +116,12 @@ export const f = {
     }
   },
   array<T>(doc: string, item: Field<T>, opts: { default?: () => T[]; minItems?: number; maxItems?: number } = {}): Field<T[]> {
+    const count = opts.minItems !== undefined && opts.maxItems !== undefined ? `, ${opts.minItems} to ${opts.maxItems} items`
+      : opts.minItems !== undefined ? `, at least ${opts.minItems} item(s)` : opts.maxItems !== undefined ? `, at most ${opts.maxItems} items` : ''
     return {
       doc,
+      kind: `array of ${item.shape ? 'objects' : (item.kind ?? 'values')}${count}`,
+      item: item as Field<unknown>,
       ...(opts.default ? { default: opts.default } : {}),
       parse(v, path) {
         if (!Array.isArray(v)) fail(path, `must be an array, got ${describe(v)}`)
@@ -118,6 +134,7 @@ export const f = {
   object<S extends Shape>(doc: string, shape: S, opts: { renamed?: Record<string, string>; optional?: boolean } = {}): Field<Out<S>> {
     const field: Field<Out<S>> = {
       doc,
+      kind: 'object',
       parse(v, path) {
         if (v === undefined && opts.optional !== false) v = {}
         if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(path, `must be an object, got ${describe(v)}`)
@@ -145,6 +162,17 @@ export const f = {
     }
     return Object.assign(field, { shape })
   },
+}
+
+/**
+ * The default of an option as text for the docs (JSON, so strings are quoted), or undefined when
+ * the option has no default value of its own (required, optional without default, or an object
+ * whose fields carry the defaults).
+ */
+export function defaultText(field: Field<unknown>): string | undefined {
+  if (!field.default) return undefined
+  const v = field.default()
+  return v === undefined ? undefined : JSON.stringify(v)
 }
 
 /** Freeze a parsed config deeply: it is read-only after start-up. */

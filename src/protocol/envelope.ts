@@ -64,7 +64,15 @@ export interface DecodedRecord {
 
 const MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER
 
+// The session id and request line enter the AAD as bytes. Only printable ASCII is allowed: any
+// other character would have to be encoded somehow, and a lossy encoding (latin1 keeps the low
+// byte of each UTF-16 unit, so 'Ł' U+0141 and 'A' U+0041 coincide) would let two different
+// request lines authenticate the same records. HTTP request targets are ASCII anyway (RFC 9112).
+const AAD_TEXT_RE = /^[\x20-\x7e]*$/
+
 function buildAadPrefix(kind: Kind, seq: number, timestampMs: number, sessionId: string, requestLine: string): Buffer {
+  if (!AAD_TEXT_RE.test(sessionId)) throw new MalformedError('session id is not printable ASCII')
+  if (!AAD_TEXT_RE.test(requestLine)) throw new MalformedError('request line is not printable ASCII')
   const sid = Buffer.from(sessionId, 'latin1')
   const line = Buffer.from(requestLine, 'latin1')
   if (sid.length > 255) throw new MalformedError('session id too long')
@@ -163,10 +171,22 @@ export class EnvelopeEncoder {
   }
 }
 
-/** Reads one envelope incrementally: push chunks as they arrive, get authenticated records. */
+/**
+ * Reads one envelope incrementally: push chunks as they arrive, get authenticated records.
+ *
+ * Input is kept as a list of chunks and merged only when a record header or a record spans
+ * chunks, so each byte is copied a bounded number of times however the body is split (pushing a
+ * 64 KiB record one byte at a time costs O(64 KiB), not O(64 KiB^2)). The decoder never keeps a
+ * reference to a pushed chunk after push() returns: callers may reuse their buffers (uWebSockets.js
+ * invalidates the ArrayBuffer given to onData when the callback returns).
+ */
 export class EnvelopeDecoder {
   preamble: Preamble | undefined
-  private pending: Buffer = Buffer.alloc(0)
+  /** Unconsumed input; only the last element may be (a view of) the chunk being pushed. */
+  private chunks: Buffer[] = []
+  private buffered = 0
+  /** True while the last element of `chunks` is a view of the caller's chunk. */
+  private borrowed = false
   private key: Buffer | undefined
   private aad: Buffer | undefined
   private readonly nonce = Buffer.allocUnsafe(NONCE_LENGTH)
@@ -190,33 +210,39 @@ export class EnvelopeDecoder {
   push(chunk: Buffer): DecodedRecord[] {
     if (chunk.length === 0) return []
     if (this.finished) throw new MalformedError('data after the final record')
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk])
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    this.borrowed = true
     const out: DecodedRecord[] = []
-    if (!this.preamble && !this.readPreamble()) return out
-    for (;;) {
-      if (this.pending.length < RECORD_HEADER_LENGTH) break
-      const flags = this.pending[0]!
-      const length = this.pending.readUIntBE(1, 3)
-      if ((flags & ~FLAGS_KNOWN) !== 0) throw new MalformedError('unknown record flags')
-      if (length > (this.p.maxRecordPlaintext ?? MAX_RECORD_PLAINTEXT)) {
+    if (this.preamble || this.readPreamble()) {
+      while (this.buffered >= RECORD_HEADER_LENGTH) {
+        const header = this.contiguous(RECORD_HEADER_LENGTH)
+        const flags = header[0]!
+        const length = header.readUIntBE(1, 3)
+        if ((flags & ~FLAGS_KNOWN) !== 0) throw new MalformedError('unknown record flags')
         if (length > MAX_RECORD_PLAINTEXT) throw new MalformedError('record length over 64 KiB')
-        throw new TooLargeError('record too large')
-      }
-      const head = (flags & FLAG_HEAD) !== 0
-      if (head !== (this.index === 0)) throw new MalformedError(head ? 'head flag on a body record' : 'first record is not a head record')
-      const total = RECORD_HEADER_LENGTH + length + TAG_LENGTH
-      if (this.pending.length < total) break
-      const record = this.pending.subarray(0, total)
-      this.pending = this.pending.subarray(total)
-      const final = (flags & FLAG_FINAL) !== 0
-      out.push({ index: this.index, head, final, plaintext: this.open(record, flags, length) })
-      this.index++
-      if (final) {
-        this.finished = true
-        if (this.pending.length > 0) throw new MalformedError('data after the final record')
-        break
+        if (length > (this.p.maxRecordPlaintext ?? MAX_RECORD_PLAINTEXT)) throw new TooLargeError('record too large')
+        const head = (flags & FLAG_HEAD) !== 0
+        if (head !== (this.index === 0)) throw new MalformedError(head ? 'head flag on a body record' : 'first record is not a head record')
+        const total = RECORD_HEADER_LENGTH + length + TAG_LENGTH
+        if (this.buffered < total) break
+        const record = this.take(total)
+        const final = (flags & FLAG_FINAL) !== 0
+        out.push({ index: this.index, head, final, plaintext: this.open(record, flags, length) })
+        this.index++
+        if (final) {
+          this.finished = true
+          if (this.buffered > 0) throw new MalformedError('data after the final record')
+          break
+        }
       }
     }
+    // Copy what is left of the caller's chunk (at most one partial record) before returning.
+    if (this.borrowed && this.chunks.length > 0) {
+      const last = this.chunks.length - 1
+      this.chunks[last] = Buffer.from(this.chunks[last]!)
+    }
+    this.borrowed = false
     return out
   }
 
@@ -227,32 +253,52 @@ export class EnvelopeDecoder {
     }
   }
 
+  /** The first chunk, after merging if it holds fewer than `n` bytes (requires buffered >= n). */
+  private contiguous(n: number): Buffer {
+    const first = this.chunks[0]!
+    if (first.length >= n) return first
+    const merged = Buffer.concat(this.chunks, this.buffered)
+    this.chunks = [merged]
+    this.borrowed = false
+    return merged
+  }
+
+  /** Remove and return the next `n` bytes (requires buffered >= n). */
+  private take(n: number): Buffer {
+    const first = this.contiguous(n)
+    const taken = first.subarray(0, n)
+    if (first.length === n) this.chunks.shift()
+    else this.chunks[0] = first.subarray(n)
+    this.buffered -= n
+    return taken
+  }
+
   private readPreamble(): boolean {
-    const b = this.pending
+    const need = this.p.kind === 'request' ? REQUEST_PREAMBLE_LENGTH : RESPONSE_PREAMBLE_LENGTH
+    const b = this.contiguous(Math.min(this.buffered, need))
     // Check what we have of the magic early so that a non-envelope body fails at its first byte.
     if ((b.length > 0 && b[0] !== MAGIC_0) || (b.length > 1 && b[1] !== MAGIC_1)) throw new MalformedError('not an envelope')
     if (b.length > 2 && b[2] !== PROTOCOL_VERSION) throw new MalformedError('unsupported envelope version')
     const wantKind = this.p.kind === 'request' ? KIND_REQUEST : KIND_RESPONSE
     if (b.length > 3 && b[3] !== wantKind) throw new MalformedError('wrong envelope kind')
-    const need = this.p.kind === 'request' ? REQUEST_PREAMBLE_LENGTH : RESPONSE_PREAMBLE_LENGTH
-    if (b.length < need) return false
+    if (this.buffered < need) return false
     const seqBig = b.readBigUInt64BE(4)
     if (seqBig < 1n || seqBig > BigInt(MAX_SAFE_SEQ)) throw new MalformedError('sequence number out of range')
     const seq = Number(seqBig)
     if (this.p.kind === 'request') {
       const ts = b.readBigUInt64BE(12)
       if (ts > BigInt(MAX_SAFE_SEQ)) throw new MalformedError('timestamp out of range')
+      this.aad = buildAadPrefix('request', seq, Number(ts), this.p.sessionId, this.p.requestLine)
       this.preamble = { kind: 'request', seq, timestampMs: Number(ts) }
       this.key = this.p.key
-      this.aad = buildAadPrefix('request', seq, Number(ts), this.p.sessionId, this.p.requestLine)
     } else {
       const salt = Buffer.from(b.subarray(12, 28))
       const ts = this.p.requestTimestampMs ?? 0
+      this.aad = buildAadPrefix('response', seq, ts, this.p.sessionId, this.p.requestLine)
       this.preamble = { kind: 'response', seq, timestampMs: ts, salt }
       this.key = deriveResponseKey(this.p.key, salt)
-      this.aad = buildAadPrefix('response', seq, ts, this.p.sessionId, this.p.requestLine)
     }
-    this.pending = b.subarray(need)
+    this.take(need)
     return true
   }
 

@@ -1,0 +1,52 @@
+/**
+ * The route table, built once from config: the longest prefix that matches a path wins.
+ * Matching is a scan over prefixes sorted longest first; route tables are short (tens of
+ * entries), where a scan of `startsWith` beats a trie's allocation and pointer chasing.
+ */
+export interface RouteSpec {
+  prefix: string
+  upstream: string
+  stripPrefix: boolean
+  timeoutSeconds: number
+  upstreamCa?: string | undefined
+}
+
+export interface Route extends RouteSpec {
+  /** Index in the config, for error messages. */
+  index: number
+}
+
+export class RouteTable {
+  private readonly routes: Route[]
+
+  constructor(specs: readonly RouteSpec[]) {
+    this.routes = specs.map((s, index) => ({ ...s, index })).sort((a, b) => b.prefix.length - a.prefix.length)
+  }
+
+  /** The route for `path` (no query), or undefined. "/demo" matches the prefix "/demo/" too. */
+  match(path: string): Route | undefined {
+    for (const r of this.routes) {
+      if (path.startsWith(r.prefix) || path.length === r.prefix.length - 1 && r.prefix.startsWith(path)) return r
+    }
+    return undefined
+  }
+
+  /** The path to send upstream. */
+  upstreamPath(route: Route, path: string, query: string): string {
+    let p = path
+    if (route.stripPrefix) p = '/' + path.slice(Math.min(path.length, route.prefix.length))
+    return query ? `${p}?${query}` : p
+  }
+
+  get all(): readonly Route[] {
+    return this.routes
+  }
+}
+
+// Dot segments (plain or percent-encoded), encoded slashes and backslashes would let a path
+// that matches one prefix reach another once the upstream normalises it: refuse them.
+const UNSAFE_PATH_RE = /(^|\/)\.\.?(\/|$)|%2e|%2f|%5c|\\|%00/i
+
+export function isSafePath(path: string): boolean {
+  return path.charCodeAt(0) === 47 /* '/' */ && !UNSAFE_PATH_RE.test(path)
+}
