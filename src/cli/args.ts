@@ -4,10 +4,11 @@
  * typed values. parseArgs' own errors are turned into `UsageError`s so the CLI reports them the
  * same way as every other mistake.
  */
-import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { UsageError } from '../errors.js'
 
-export type { ParseArgsOptionsConfig }
+/** The `options` of node:util `parseArgs` (`{ dir: { type: 'string' }, force: { type: 'boolean' } }`). */
+export type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>
 
 /** Options accepted by every command (before or after the command name). */
 export const GLOBAL_OPTIONS = {
@@ -37,7 +38,8 @@ export function parseCommandArgs(args: string[], options: ParseArgsOptionsConfig
 }
 
 function isParseArgsError(err: unknown): err is Error & { code: string } {
-  return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('ERR_PARSE_ARGS_')
+  const code = (err as { code?: unknown } | null)?.code
+  return err instanceof Error && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')
 }
 
 /** parseArgs appends long advice on `--` to some messages; the first sentence says what is wrong. */

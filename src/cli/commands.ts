@@ -185,8 +185,11 @@ function distance(a: string, b: string): number {
 
 /** Closest command names to what was typed, for a "did you mean" hint. */
 function suggest(registry: CommandRegistry, typed: string): string[] {
-  const names = registry.list().map((c) => c.name)
+  const commands = registry.list().map((c) => c.name)
+  const groups = [...new Set(commands.filter((n) => n.includes(' ')).map((n) => n.split(' ')[0]!))]
   const words = typed.split(' ')
+  // A group name is a candidate only when one word was typed (`user` → `users`).
+  const names = words.length === 1 ? [...groups, ...commands] : commands
   const scored = names.map((name) => {
     const n = name.split(' ')
     // Compare with as many typed words as the candidate has.
@@ -275,7 +278,7 @@ export async function runCli(argv: string[], registry: CommandRegistry, io: CliI
       }
       return unknownCommand(words.join(' '), `Run '${BIN} ${words[0]} --help' for its commands.`)
     }
-    return unknownCommand(words[0] ?? rest[0]!)
+    return unknownCommand(words[0] ?? rest[0]!, topHint, words.join(' '))
   }
 
   const { command, consumed } = found
@@ -293,8 +296,8 @@ export async function runCli(argv: string[], registry: CommandRegistry, io: CliI
     return reportError(err, io, usageHint)
   }
 
-  function unknownCommand(typed: string, hint = topHint): number {
-    const similar = suggest(registry, typed)
+  function unknownCommand(typed: string, hint = topHint, typedWords = typed): number {
+    const similar = suggest(registry, typedWords)
     const mean = similar.length > 0 ? `Did you mean: ${similar.map((s) => `${BIN} ${s}`).join(', ')}?\n` : ''
     return reportError(new UsageError(`unknown command "${typed}"`), io, `${mean}${hint}`)
   }

@@ -209,10 +209,9 @@ export class GatehouseDevice {
     const raw = Buffer.from(await res.body.arrayBuffer())
     const type = String(res.headers['content-type'] ?? '')
     if (!type.startsWith(ENVELOPE_MEDIA_TYPE)) throw errorFrom(res.statusCode, raw)
-    const dec = new EnvelopeDecoder({ kind: 'response', sessionId: s.sessionId, requestLine, key: s.s2c, requestTimestampMs: timestampMs })
+    const dec = new EnvelopeDecoder({ kind: 'response', sessionId: s.sessionId, requestLine, key: s.s2c, requestTimestampMs: timestampMs, requestSeq: seq })
     const records = dec.push(raw)
     dec.end()
-    if (dec.preamble?.seq !== seq) throw new GatehouseClientError(0, 'GH_CLIENT_BAD_ANSWER', 'response to another request')
     const head = decodeResponseHead(records[0]!.plaintext)
     return makeResponse(head.status, head.headers, Buffer.concat(records.slice(1).map((r) => r.plaintext)))
   }

@@ -25,7 +25,7 @@ const route = f.object('One route: requests whose path starts with `prefix` go t
   prefix: f.string('Path prefix, starting and ending with "/" (e.g. "/mail/"); the longest matching prefix wins.', {
     pattern: /^\/([A-Za-z0-9._~!$&'()*+,;=:@%-]+\/)*$/, patternHint: 'start and end with "/" and contain only URL path characters',
   }),
-  upstream: f.url('Upstream origin, http or https, without a path.', { protocols: ['http:', 'https:'] }),
+  upstream: f.url('Upstream origin, http or https, without a path.', { protocols: ['http:', 'https:'], originOnly: true }),
   stripPrefix: f.bool('Remove the prefix before forwarding ("/mail/x" reaches the upstream as "/x").', false),
   timeoutSeconds: f.int('Time allowed for the upstream to answer headers and body.', { default: 30, min: 1, max: 3600 }),
   upstreamCa: f.optionalString('PEM CA file to verify an https upstream (default: the system store).'),

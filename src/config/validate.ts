@@ -24,7 +24,7 @@ export type Shape = Record<string, Field<unknown>>
 type Out<S extends Shape> = { readonly [K in keyof S]: S[K] extends Field<infer T> ? T : never }
 
 function fail(path: string, what: string): never {
-  throw new ConfigError(`${path} ${what}`)
+  throw new ConfigError(`${path || 'the configuration'} ${what}`)
 }
 
 function describe(v: unknown): string {
@@ -94,7 +94,7 @@ export const f = {
       },
     }
   },
-  url(doc: string, opts: { default?: string; protocols?: string[] } = {}): Field<string> {
+  url(doc: string, opts: { default?: string; protocols?: string[]; originOnly?: boolean } = {}): Field<string> {
     const protocols = opts.protocols ?? ['https:']
     return {
       doc,
@@ -111,6 +111,7 @@ export const f = {
         }
         if (!protocols.includes(u.protocol)) fail(path, `must be an ${names} URL`)
         if (u.username || u.password) fail(path, 'must not carry credentials')
+        if (opts.originOnly && (u.pathname !== '/' || u.search || u.hash)) fail(path, 'must be an origin without a path, query or fragment')
         return v.replace(/\/+$/, '')
       },
     }
@@ -131,7 +132,7 @@ export const f = {
       },
     }
   },
-  object<S extends Shape>(doc: string, shape: S, opts: { renamed?: Record<string, string>; optional?: boolean } = {}): Field<Out<S>> {
+  object<S extends Shape>(doc: string, shape: S, opts: { renamed?: Record<string, string>; optional?: boolean } = {}): Field<Out<S>> & { shape: S } {
     const field: Field<Out<S>> = {
       doc,
       kind: 'object',

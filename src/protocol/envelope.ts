@@ -195,9 +195,12 @@ export class EnvelopeDecoder {
 
   /**
    * @param requestTimestampMs response only: the timestamp the device sent with its request.
+   * @param requestSeq response only: the seq of the request; a response whose preamble carries
+   *   another seq is refused (MalformedError). Without it, two responses to identical requests sent
+   *   in the same millisecond could be swapped undetected; device SDKs should always pass it.
    * @param maxRecordPlaintext records above this are refused before any decryption (TooLargeError).
    */
-  constructor(private readonly p: EnvelopeParams & { requestTimestampMs?: number; maxRecordPlaintext?: number }) {}
+  constructor(private readonly p: EnvelopeParams & { requestTimestampMs?: number; requestSeq?: number; maxRecordPlaintext?: number }) {}
 
   get done(): boolean {
     return this.finished
@@ -292,6 +295,7 @@ export class EnvelopeDecoder {
       this.preamble = { kind: 'request', seq, timestampMs: Number(ts) }
       this.key = this.p.key
     } else {
+      if (this.p.requestSeq !== undefined && seq !== this.p.requestSeq) throw new MalformedError('response to another request')
       const salt = Buffer.from(b.subarray(12, 28))
       const ts = this.p.requestTimestampMs ?? 0
       this.aad = buildAadPrefix('response', seq, ts, this.p.sessionId, this.p.requestLine)

@@ -55,6 +55,8 @@ interface Exchange {
   routeLabel: string
   started: number
   aborted: boolean
+  /** Counted and no longer in flight (finish() ran). */
+  finished: boolean
   abort: AbortController | undefined
   remote: string
 }
@@ -143,12 +145,14 @@ export class ProxyServer {
     const route = this.routes.match(path)
     const x: Exchange = {
       res, method, path, query, route, routeLabel: route ? route.prefix : 'unmatched',
-      started: performance.now(), aborted: false, abort: undefined, remote: '',
+      started: performance.now(), aborted: false, finished: false, abort: undefined, remote: '',
     }
     this.inflight++
     res.onAborted(() => {
       x.aborted = true
       x.abort?.abort()
+      // The client is gone: a body or session lookup still pending will never reach finish().
+      this.finish(x, 499)
     })
     try {
       if (!route) throw new NotFoundError('no route for this path')
@@ -306,6 +310,8 @@ export class ProxyServer {
   }
 
   private finish(x: Exchange, status: number): void {
+    if (x.finished) return
+    x.finished = true
     this.inflight--
     const method = KNOWN_METHODS.has(x.method) ? x.method : 'OTHER'
     this.metrics.requests.inc({ route: x.routeLabel, method, status: String(status) })

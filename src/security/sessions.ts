@@ -60,9 +60,12 @@ export class SessionService {
 
     const now = this.now()
     const enrollment = await this.p.store.getEnrollment(enrollmentId)
-    // Unknown enrollment and wrong proof look the same from outside.
-    if (!enrollment || enrollment.status !== 'active') throw new EnrollmentInvalidError('enrollment unknown or revoked')
-    if (!safeEqual(sessionOpenProof(enrollment.sharedKey, enrollmentId, timestamp, nonce), proof)) throw new ProofError('proof of possession failed')
+    // Unknown enrollment and wrong proof give the same answer: the device must enroll again
+    // either way, and a caller cannot tell whether an enrollment id exists.
+    if (!enrollment || enrollment.status !== 'active' ||
+      !safeEqual(sessionOpenProof(enrollment.sharedKey, enrollmentId, timestamp, nonce), proof)) {
+      throw new EnrollmentInvalidError('enrollment unknown or revoked, or proof of possession failed')
+    }
     if (Math.abs(now - timestamp) > this.p.policy.clockSkewMs) throw new StaleError('timestamp outside the allowed clock skew')
     // The nonce is remembered past the skew window, so a captured open cannot be replayed.
     const fresh = await this.p.store.rememberNonce(`open:${enrollmentId}`, nonce.toString('base64url'), now + 2 * this.p.policy.clockSkewMs)

@@ -62,7 +62,7 @@ const hmacRef = (key: Buffer, data: Buffer): Buffer => createHmac('sha256', key)
 function hkdfRef(ikm: Buffer, salt: Buffer, info: Buffer, length = 32): Buffer {
   const prk = hmacRef(salt.length > 0 ? salt : Buffer.alloc(32), ikm)
   const blocks: Buffer[] = []
-  let t = Buffer.alloc(0)
+  let t: Buffer = Buffer.alloc(0)
   for (let i = 1; Buffer.concat(blocks).length < length; i++) {
     t = hmacRef(prk, Buffer.concat([t, info, Buffer.from([i])]))
     blocks.push(t)

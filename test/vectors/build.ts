@@ -38,7 +38,8 @@ const hex = (b: Buffer): string => b.toString('hex')
 const b64u = (b: Buffer): string => b.toString('base64url')
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-/** Fixed inputs. The byte strings are SHA-256("gatehouse test vector: <name>"), cut to length. */
+/** Fixed inputs. The byte strings are SHA-256("gatehouse test vector: <name>"), cut to length (32-byte keys and
+ * salt; 16-byte nonces and response salts; the session id is base64url of 16 such bytes). */
 export const FIXED = {
   devicePrivateKey: 'f3f6aa7035893069bb8dd7bd4e4bc3bc7120926279abfac3a62eaf7709c7dd81',
   serverPrivateKey: '2cf4b731af4de9c2a7adc11fb7d44b91f1462f396c6f89c2cdb11b3d04399184',
@@ -46,7 +47,8 @@ export const FIXED = {
   appId: 'com.example.fieldservice',
   appVersion: '3.2.1',
   deviceId: 'device-8f14e45f',
-  enrollmentId: '6U3W4XChddgj9zGenOi7bg',
+  /** Opaque to the device; the security server issues random UUIDs. */
+  enrollmentId: 'e94dd6e1-70a1-45d8-a3f7-319e9ce8bb6e',
   sessionOpenTimestampMs: 1_700_000_000_000,
   deviceNonce: '946b8a5fe0365516b0e4f677e92251af',
   sessionId: 'UvcCoWvOZZxDUr6Cj1lltg',

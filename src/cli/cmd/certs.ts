@@ -5,9 +5,12 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { basename, join, resolve } from 'node:path'
 import { loadConfig } from '../../config/load.js'
-import { certificateInfo, initPki, pkiPaths, type CertificateInfo } from '../../pki/devCa.js'
+import type { CertificateInfo } from '../../pki/devCa.js'
 import { expectPositionals, flag, intOption, stringListOption, stringOption } from '../args.js'
 import type { Command, CommandContext } from '../commands.js'
+
+/** Loaded on use: the X.509 library costs a noticeable part of every CLI start-up. */
+const pki = () => import('../../pki/devCa.js')
 
 function certsDir(ctx: CommandContext): string {
   return resolve(stringOption(ctx.values, 'dir') ?? loadConfig(stringOption(ctx.values, 'config')).certsDir)
@@ -52,6 +55,7 @@ export const certsInit: Command = {
     const dir = certsDir(ctx)
     const names = stringListOption(ctx.values, 'name')
     const validityDays = intOption(ctx.values, 'days', { min: 1, max: 36500 })
+    const { certificateInfo, initPki } = await pki()
     const files = await initPki({ dir, names, force: flag(ctx.values, 'force'), validityDays })
     const written: Array<[string, string]> = [
       [files.caCert, 'CA certificate (devices and the proxy trust it)'],
@@ -71,8 +75,7 @@ export const certsInit: Command = {
 
 /** Certificates to show: the PKI's own first, then any other *.crt / *.pem holding a certificate. */
 function certificateFiles(dir: string): string[] {
-  const known = pkiPaths(dir)
-  const first = [known.caCert, known.serverCert, known.clientCert]
+  const first = ['ca.crt', 'server.crt', 'proxy-client.crt'].map((n) => join(dir, n))
   const others = readdirSync(dir)
     .filter((n) => /\.(crt|pem)$/.test(n))
     .map((n) => join(dir, n))
@@ -102,6 +105,7 @@ export const certsShow: Command = {
   },
   async run(ctx) {
     expectPositionals(ctx.positionals, [])
+    const { certificateInfo } = await pki()
     const dir = certsDir(ctx)
     const files = existsSync(dir) ? certificateFiles(dir) : []
     if (files.length === 0) {

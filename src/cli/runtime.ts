@@ -1,0 +1,37 @@
+/**
+ * What the long-running commands share: load config, make the embedded defaults real on a fresh
+ * machine (PKI, data folder), and stop cleanly on SIGINT/SIGTERM.
+ */
+import { existsSync } from 'node:fs'
+import { loadConfig, type GatehouseConfig } from '../config/load.js'
+import { createLogger, type Logger } from '../observability/logger.js'
+import { initPki, pkiExists } from '../pki/devCa.js'
+
+export function configAndLogger(values: Record<string, unknown>, name: string): { config: GatehouseConfig; log: Logger } {
+  const config = loadConfig(typeof values.config === 'string' ? values.config : undefined)
+  return { config, log: createLogger({ level: config.log.level, name }) }
+}
+
+/**
+ * Create the development PKI when the configured TLS files are the defaults and absent. Explicitly
+ * configured certificate files are never created for the user: a missing one is an error.
+ */
+export async function ensureDevPki(config: GatehouseConfig, log: Logger): Promise<void> {
+  if (pkiExists(config.certsDir)) return
+  const configured = [config.files.serverCert, config.files.serverKey].filter((f) => !f.startsWith(config.certsDir))
+  if (configured.length && configured.some((f) => !existsSync(f))) return
+  const files = await initPki({ dir: config.certsDir })
+  log.info({ dir: files.dir }, 'created a development PKI (CA, server and proxy client certificates)')
+}
+
+/** Resolve when SIGINT or SIGTERM arrives; a second signal exits at once. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.once(sig, () => process.exit(130))
+      resolve(sig)
+    }
+    process.once('SIGINT', on)
+    process.once('SIGTERM', on)
+  })
+}
