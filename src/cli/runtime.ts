@@ -28,7 +28,7 @@ export async function ensureDevPki(config: GatehouseConfig, log: Logger): Promis
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals) => {
-      process.once(sig, () => process.exit(130))
+      process.once(sig, () => process.exit(sig === 'SIGTERM' ? 143 : 130))
       resolve(sig)
     }
     process.once('SIGINT', on)

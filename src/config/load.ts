@@ -29,6 +29,7 @@ export interface GatehouseConfig extends Parsed {
 /** Validate a plain object (from a file or a test) into a frozen config. */
 export function buildConfig(raw: unknown, source?: string, cwd = process.cwd()): GatehouseConfig {
   const c = configSchema.parse(raw ?? {}, '')
+  deriveLinkedDefaults(raw, c)
   const abs = (p: string) => path.resolve(cwd, p)
   const data = abs(c.dataDir)
   const certs = abs(c.certsDir)
@@ -79,4 +80,22 @@ export function loadConfigFile(file: string): GatehouseConfig {
 export function loadConfig(file?: string): GatehouseConfig {
   const f = file ?? process.env.GATEHOUSE_CONFIG
   return f ? loadConfigFile(f) : buildConfig({})
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] extends object ? Mutable<T[K]> : T[K] }
+
+/**
+ * Defaults that point at another role's listener follow that listener when only its port was
+ * changed: the proxy URL told to devices, the proxy's security-server list and the default demo
+ * route. An explicitly configured value is never touched.
+ */
+function deriveLinkedDefaults(raw: unknown, parsed: Parsed): void {
+  const c = parsed as Mutable<Parsed>
+  const r = (raw ?? {}) as { security?: { proxyUrl?: unknown }; proxy?: { securityServers?: unknown; routes?: unknown } }
+  if (r.security?.proxyUrl === undefined) c.security.proxyUrl = `https://localhost:${c.proxy.listen.port}`
+  if (r.proxy?.securityServers === undefined) c.proxy.securityServers = [`https://localhost:${c.security.proxyApi.port}`]
+  if (r.proxy?.routes === undefined) {
+    const host = c.demo.upstream.host === '0.0.0.0' ? '127.0.0.1' : c.demo.upstream.host
+    c.proxy.routes = [{ prefix: '/demo/', upstream: `http://${host}:${c.demo.upstream.port}`, stripPrefix: true, timeoutSeconds: 30, upstreamCa: undefined }]
+  }
 }

@@ -45,7 +45,7 @@ export const configSchema = f.object('Gatehouse configuration.', {
     databasePath: f.optionalString('SQLite database file. Default <dataDir>/gatehouse.db.'),
     masterKeyFile: f.optionalString('Master key file (created mode 0600 if missing). Default <dataDir>/master.key.'),
     usersFile: f.optionalString('Local user file (scrypt hashes). Default <dataDir>/users.json.'),
-    proxyUrl: f.url('Proxy URL told to devices at enrollment and session open.', { default: 'https://localhost:9443' }),
+    proxyUrl: f.url('Proxy URL told to devices at enrollment and session open. When not set: https://localhost:<proxy.listen.port>.', { default: 'https://localhost:9443' }),
     sessions: f.object('Session lifetime.', {
       maxLifetimeSeconds: f.int('A session ends this long after it opened, whatever its use.', { default: 8 * 3600, min: 60, max: 30 * 86400 }),
       idleTimeoutSeconds: f.int('A session unused this long ends.', { default: 1800, min: 30, max: 30 * 86400 }),
@@ -60,7 +60,7 @@ export const configSchema = f.object('Gatehouse configuration.', {
       cert: f.optionalString('PEM certificate chain.'),
       key: f.optionalString('PEM private key.'),
     }),
-    securityServers: f.array('Proxy API URLs of the security servers, tried in order.', f.url('Proxy API URL.'), {
+    securityServers: f.array('Proxy API URLs of the security servers, tried in order. When not set: https://localhost:<security.proxyApi.port>.', f.url('Proxy API URL.'), {
       default: () => ['https://localhost:8444'], minItems: 1, maxItems: 16,
     }),
     controlPlaneTls: f.object('Client certificate the proxy presents to the security server, and the CA it trusts.', {
@@ -82,7 +82,7 @@ export const configSchema = f.object('Gatehouse configuration.', {
       maxResponseBytes: f.int('Largest upstream response body relayed (502 above).', { default: 64 * 1024 * 1024, min: 1024, max: 1024 ** 3 }),
     }),
     upstreamConnections: f.int('Keep-alive connections per upstream origin.', { default: 64, min: 1, max: 4096 }),
-    routes: f.array('Route table.', route, { default: () => [{ prefix: '/demo/', upstream: 'http://127.0.0.1:9080', stripPrefix: true, timeoutSeconds: 30, upstreamCa: undefined }] }),
+    routes: f.array('Route table. When not set: /demo/ to the demo upstream (demo.upstream).', route, { default: () => [{ prefix: '/demo/', upstream: 'http://127.0.0.1:9080', stripPrefix: true, timeoutSeconds: 30, upstreamCa: undefined }] }),
   }),
   demo: f.object('The demo upstream started by `gatehouse start`.', {
     upstream: listener('demo upstream (plain HTTP, loopback)', '127.0.0.1', 9080),

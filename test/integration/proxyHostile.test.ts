@@ -55,8 +55,10 @@ describe('proxy: hostile input', () => {
     const unknownFlags = good(); unknownFlags[20] = 0x06 // HEAD | 0x04 (undefined bit)
     const overLong = good(); overLong.writeUIntBE(64 * 1024 + 1, 21, 3)
     const zeroSeq = good(); zeroSeq.fill(0, 4, 12)
+    const noHead = good(); noHead[20] = 0x00 // first record without the HEAD flag
+    const afterFinal = Buffer.concat([good(), Buffer.from('x')])
     const before = up.hits
-    for (const [name, body] of Object.entries({ randomJunk, badMagic, badVersion, responseKind, unknownFlags, overLong, zeroSeq })) {
+    for (const [name, body] of Object.entries({ randomJunk, badMagic, badVersion, responseKind, unknownFlags, overLong, zeroSeq, noHead, afterFinal })) {
       const a = await post('/c/echo', { sid: s.sessionId, body })
       expect({ name, status: a.status, code: a.code }).toEqual({ name, status: 400, code: 'GH_ERR_MALFORMED' })
     }
@@ -66,8 +68,8 @@ describe('proxy: hostile input', () => {
   it('refuses a body that ends inside the preamble or before the final record with 400 GH_ERR_TRUNCATED', async () => {
     const s = await freshSession()
     const before = up.hits
-    // A preamble cut short is a truncated body (the envelope spec and test/unit/envelope.test.ts say
-    // GH_ERR_TRUNCATED, not GH_ERR_MALFORMED): what arrived is a valid prefix of an envelope.
+    // A preamble cut short is a truncated body, not a malformed one (docs/protocol.md §7, §9 and the
+    // `truncated-in-preamble` vector): what arrived is a valid prefix of an envelope.
     const e = seal(s, 'POST', '/c/echo', { body: 'x'.repeat(100) })
     const lastRecord = 4 + 100 + 16
     const cases = {

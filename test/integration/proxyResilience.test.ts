@@ -125,6 +125,17 @@ describe('proxy: limits, failures and resilience', () => {
     expect((await cr.call(cached, 'GET', '/c/hello', { port: p.port })).status).toBe(200)
     expect(up.hits).toBe(before + 2)
     expect(await counterValue(p.registry, CP_CALLS, { result: 'unavailable' })).toBeGreaterThanOrEqual(2)
+
+    // A proxy whose only security server was never there: 503 for every session, and it stays up.
+    const nowhere = await closedPort()
+    const lonely = await stack.startProxy({
+      controlPlane: { servers: [`https://localhost:${nowhere}`], tls: { cert: readFileSync(stack.pki.clientCert), key: readFileSync(stack.pki.clientKey), ca: stack.ca }, timeoutMs: 1000 },
+    })
+    for (let i = 0; i < 2; i++) {
+      const c = await cr.call(cached, 'GET', '/c/hello', { port: lonely.port })
+      expect([c.status, c.code]).toEqual([503, 'GH_ERR_CONTROL_PLANE_UNAVAILABLE'])
+    }
+    expect(up.hits).toBe(before + 2)
   })
 
   it('survives clients that vanish mid-body, mid-headers, mid-handshake or speak plain HTTP', async () => {

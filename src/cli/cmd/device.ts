@@ -48,10 +48,15 @@ async function loadState(file: string): Promise<EnrollmentState> {
   }
 }
 
+const REACH_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT'])
+
 function describeError(err: unknown): never {
   if (err instanceof GatehouseClientError) throw new UsageError(`server answered ${err.message}`)
   const code = (err as { code?: string }).code
-  if (code === 'ECONNREFUSED' || code === 'UND_ERR_SOCKET') throw new UsageError('cannot reach Gatehouse: is it running (npm start)?')
+  if (code && REACH_ERRORS.has(code)) throw new UsageError(`cannot reach Gatehouse (${code}): is it running (npm start)?`)
+  if (code && (code.startsWith('ERR_TLS') || code.includes('CERT') || code.startsWith('ERR_SSL'))) {
+    throw new UsageError(`TLS with Gatehouse failed (${code}): check --ca and the server certificate`)
+  }
   throw err
 }
 

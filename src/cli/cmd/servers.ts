@@ -99,4 +99,19 @@ export const startCommand: Command = {
   },
 }
 
-export const serverCommands: Command[] = [startCommand, securityCommand, proxyCommand]
+
+export const demoUpstreamCommand: Command = {
+  name: 'demo upstream',
+  summary: 'Run only the demo upstream (an intranet app stand-in; benchmarks and separate tiers)',
+  usage: 'demo upstream [--config FILE]',
+  async run({ values, stdout }) {
+    const { config } = configAndLogger(values, 'demo-upstream')
+    const upstream = new DemoUpstream(config.demo.upstream)
+    await upstream.start()
+    stdout.write(`demo upstream ready: http://${config.demo.upstream.host}:${upstream.port}\n`)
+    await untilSignal()
+    await upstream.close()
+  },
+}
+
+export const serverCommands: Command[] = [startCommand, securityCommand, proxyCommand, demoUpstreamCommand]

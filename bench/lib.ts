@@ -1,0 +1,99 @@
+/**
+ * Shared pieces of the load benchmarks: free ports, starting Gatehouse as a real process with a
+ * generated config, and a sealed-request generator for autocannon (every request needs a fresh
+ * sequence number and timestamp, or the proxy's anti-replay window refuses it).
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { GatehouseDevice } from '../src/client/device.js'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const CLI = path.join(ROOT, 'dist/cli/main.js')
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+export interface Running {
+  dir: string
+  proc: ChildProcess
+  ports: Record<'device' | 'proxyApi' | 'secAdmin' | 'proxy' | 'proxyAdmin' | 'upstream', number>
+  stop(): Promise<void>
+}
+
+export async function startGatehouse(): Promise<Running> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'))
+  const ports = {
+    device: await freePort(), proxyApi: await freePort(), secAdmin: await freePort(),
+    proxy: await freePort(), proxyAdmin: await freePort(), upstream: await freePort(),
+  }
+  writeFileSync(path.join(dir, 'gatehouse.yaml'), `
+log: { level: warn }
+security:
+  listen: { port: ${ports.device} }
+  proxyApi: { port: ${ports.proxyApi} }
+  admin: { port: ${ports.secAdmin} }
+  proxyUrl: https://localhost:${ports.proxy}
+proxy:
+  listen: { port: ${ports.proxy} }
+  admin: { port: ${ports.proxyAdmin} }
+  securityServers: [https://localhost:${ports.proxyApi}]
+  routes:
+    - { prefix: /demo/, upstream: http://127.0.0.1:${ports.upstream}, stripPrefix: true }
+demo:
+  upstream: { port: ${ports.upstream} }
+`)
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, 'start', '--config', 'gatehouse.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`gatehouse did not start:\n${out}`)), 30_000)
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      if (out.includes('Gatehouse is ready')) {
+        clearTimeout(t)
+        resolve()
+      }
+    })
+    proc.stderr!.on('data', (d: Buffer) => { out += d.toString() })
+    proc.once('exit', (code) => reject(new Error(`gatehouse exited ${code}:\n${out}`)))
+  })
+  return {
+    dir, proc, ports,
+    stop: () => new Promise((resolve) => {
+      proc.once('exit', () => resolve())
+      proc.kill('SIGINT')
+    }),
+  }
+}
+
+/** An enrolled device with an open session, and a function sealing request n for autocannon. */
+export async function benchDevice(g: Running) {
+  const demo = JSON.parse(readFileSync(path.join(g.dir, 'data/demo-user.json'), 'utf8')) as { user: string; password: string }
+  const ca = readFileSync(path.join(g.dir, 'certs/ca.crt'))
+  const device = new GatehouseDevice({
+    securityUrl: `https://localhost:${g.ports.device}`, ca, appId: 'bench', appVersion: '1.0.0', deviceId: 'bench-1',
+    proxyUrl: `https://localhost:${g.ports.proxy}`,
+  })
+  await device.enroll(demo.user, demo.password)
+  const session = await device.openSession()
+  let seq = 1000 // leave room below for anything the SDK itself sends
+  return {
+    ca, device, sessionId: session.sessionId,
+    seal(method: string, reqPath: string, body?: Buffer): Buffer {
+      const s = device.currentSession!
+      return device.seal(s, ++seq, Date.now() + s.clockOffset, `${method} ${reqPath}`, body ? { body, headers: [['content-type', 'application/octet-stream']] } : {})
+    },
+  }
+}
