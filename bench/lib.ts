@@ -28,7 +28,7 @@ export function freePort(): Promise<number> {
 export interface Running {
   dir: string
   proc: ChildProcess
-  ports: Record<'device' | 'proxyApi' | 'secAdmin' | 'proxy' | 'proxyAdmin' | 'upstream', number>
+  ports: Record<'device' | 'proxyApi' | 'secAdmin' | 'proxy' | 'proxyAdmin' | 'upstream' | 'appUpstream', number>
   stop(): Promise<void>
 }
 
@@ -36,7 +36,7 @@ export async function startGatehouse(): Promise<Running> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'))
   const ports = {
     device: await freePort(), proxyApi: await freePort(), secAdmin: await freePort(),
-    proxy: await freePort(), proxyAdmin: await freePort(), upstream: await freePort(),
+    proxy: await freePort(), proxyAdmin: await freePort(), upstream: await freePort(), appUpstream: await freePort(),
   }
   writeFileSync(path.join(dir, 'gatehouse.yaml'), `
 log: { level: warn }
@@ -51,31 +51,40 @@ proxy:
   securityServers: [https://localhost:${ports.proxyApi}]
   routes:
     - { prefix: /demo/, upstream: http://127.0.0.1:${ports.upstream}, stripPrefix: true }
+    - { prefix: /app/, upstream: http://127.0.0.1:${ports.appUpstream}, stripPrefix: true }
 demo:
   upstream: { port: ${ports.upstream} }
 `)
+  writeFileSync(path.join(dir, 'upstream.yaml'), `demo: { upstream: { port: ${ports.appUpstream} } }\n`)
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  const proc = spawn(process.execPath, [...nodeArgs, CLI, 'start', '--config', 'gatehouse.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
+  // The upstream runs in its own process, as an intranet app would: it must not share the
+  // proxy's event loop or the proxy's figures would include the upstream's work.
+  const upstream = await spawnReady(['demo', 'upstream', '--config', 'upstream.yaml'], dir, 'demo upstream ready', [])
+  const proc = await spawnReady(['start', '--config', 'gatehouse.yaml'], dir, 'Gatehouse is ready', nodeArgs)
+  const stop = (p: ChildProcess) => new Promise<void>((resolve) => {
+    if (p.exitCode !== null) return resolve()
+    p.once('exit', () => resolve())
+    p.kill('SIGINT')
+  })
+  return { dir, proc, ports, stop: async () => { await Promise.all([stop(proc), stop(upstream)]) } }
+}
+
+async function spawnReady(args: string[], cwd: string, ready: string, nodeArgs: string[]): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`gatehouse did not start:\n${out}`)), 30_000)
+    const t = setTimeout(() => reject(new Error(`${args.join(' ')} did not start:\n${out}`)), 30_000)
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString()
-      if (out.includes('Gatehouse is ready')) {
+      if (out.includes(ready)) {
         clearTimeout(t)
         resolve()
       }
     })
     proc.stderr!.on('data', (d: Buffer) => { out += d.toString() })
-    proc.once('exit', (code) => reject(new Error(`gatehouse exited ${code}:\n${out}`)))
+    proc.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}:\n${out}`)))
   })
-  return {
-    dir, proc, ports,
-    stop: () => new Promise((resolve) => {
-      proc.once('exit', () => resolve())
-      proc.kill('SIGINT')
-    }),
-  }
+  return proc
 }
 
 /** An enrolled device with an open session, and a function sealing request n for autocannon. */

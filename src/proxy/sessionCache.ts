@@ -8,6 +8,9 @@
  * stale value to `fetchMethod`), so expiry of the cache never re-opens old sequence numbers.
  */
 import { LRUCache } from 'lru-cache'
+import { RESPONSE_SALT_LENGTH } from '../protocol/constants.js'
+import { deriveResponseKey } from '../protocol/keySchedule.js'
+import { pooledRandom } from '../protocol/randomPool.js'
 import { ReplayWindow } from '../protocol/replayWindow.js'
 import type { ControlPlaneClient, SessionGrant } from './controlPlane.js'
 
@@ -19,7 +22,23 @@ export interface SessionEntry {
   c2s: Buffer
   s2c: Buffer
   expiresAt: number
-  replay: ReplayWindow
+  replay: ReplayState
+}
+
+/**
+ * A session's anti-replay window and the response salt that belongs to it. The salt lives exactly
+ * as long as the window: the window accepts each seq once, so under this salt each response nonce
+ * is used once; a new window (after eviction or restart) gets a new salt (docs/protocol.md §1).
+ */
+export interface ReplayState {
+  window: ReplayWindow
+  responseSalt: Buffer
+  responseKey: Buffer
+}
+
+function newReplayState(size: number, s2c: Buffer): ReplayState {
+  const responseSalt = pooledRandom(RESPONSE_SALT_LENGTH)
+  return { window: new ReplayWindow(size), responseSalt, responseKey: deriveResponseKey(s2c, responseSalt) }
 }
 
 export interface SessionCacheOptions {
@@ -62,7 +81,9 @@ export class SessionCache {
           this.invalid.set(sessionId, true)
           return undefined
         }
-        const entry = toEntry(grant, stale?.replay ?? new ReplayWindow(this.o.replayWindowSize))
+        const s2c = Buffer.from(grant.s2cKey, 'base64')
+        const replay = stale && stale.s2c.equals(s2c) ? stale.replay : newReplayState(this.o.replayWindowSize, s2c)
+        const entry = toEntry(grant, replay)
         // Never trust a grant past the session's own end.
         options.ttl = Math.max(1, Math.min(this.o.ttlMs, entry.expiresAt - Date.now()))
         return entry
@@ -105,7 +126,7 @@ export class SessionCache {
   }
 }
 
-function toEntry(g: SessionGrant, replay: ReplayWindow): SessionEntry {
+function toEntry(g: SessionGrant, replay: ReplayState): SessionEntry {
   return {
     userName: g.userName, deviceId: g.deviceId, appId: g.appId, appVersion: g.appVersion,
     c2s: Buffer.from(g.c2sKey, 'base64'), s2c: Buffer.from(g.s2cKey, 'base64'),

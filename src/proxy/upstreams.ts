@@ -4,8 +4,8 @@
  * the upstream is slow, 502 when it is unreachable or broken.
  */
 import { readFileSync } from 'node:fs'
-import { Pool } from 'undici'
-import { TooLargeError, UpstreamError, UpstreamTimeoutError } from '../errors.js'
+import { Pool, type Dispatcher } from 'undici'
+import { UpstreamError, UpstreamTimeoutError } from '../errors.js'
 import type { HeaderList } from '../protocol/head.js'
 import type { Route } from './routeTable.js'
 
@@ -26,7 +26,8 @@ export interface ForwardRequest {
   path: string
   headers: Record<string, string | string[]>
   body: Buffer | null
-  signal: AbortSignal
+  /** Set by forward(): call it to abandon the upstream request (the device went away). */
+  cancel?: () => void
 }
 
 export class Upstreams {
@@ -44,45 +45,56 @@ export class Upstreams {
     }
   }
 
-  async forward(route: Route, req: ForwardRequest): Promise<UpstreamResponse> {
+  /**
+   * Send one request and collect the answer. Uses undici's handler-level `dispatch` rather than
+   * `request()`: no Readable stream, promise chain or AbortSignal per request. Measured with
+   * bench/quick.ts on the 2-core dev machine (see docs/performance.md).
+   */
+  forward(route: Route, req: ForwardRequest): Promise<UpstreamResponse> {
     const pool = this.pools.get(route.upstream)!
     const timeout = route.timeoutSeconds * 1000
-    let res
-    try {
-      res = await pool.request({
-        method: req.method as 'GET',
-        path: req.path,
-        headers: req.headers,
-        body: req.body,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-        signal: req.signal,
-      })
-    } catch (err) {
-      throw mapError(err)
-    }
-    const chunks: Buffer[] = []
-    let size = 0
-    try {
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length
-        if (size > this.o.maxResponseBytes) {
-          res.body.destroy()
-          throw new TooLargeError('upstream response over the limit')
-        }
-        chunks.push(chunk)
+    const limit = this.o.maxResponseBytes
+    return new Promise((resolve, reject) => {
+      let status = 0
+      let headers: HeaderList = []
+      const chunks: Buffer[] = []
+      let size = 0
+      let done = false
+      const finish = (err: Error | undefined) => {
+        if (done) return
+        done = true
+        if (err) reject(err)
+        else resolve({ status, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) })
       }
-    } catch (err) {
-      if (err instanceof TooLargeError) throw new UpstreamError('upstream response too large')
-      throw mapError(err)
-    }
-    const headers: HeaderList = []
-    for (const [name, value] of Object.entries(res.headers)) {
-      if (value === undefined || HOP_BY_HOP.has(name)) continue
-      if (Array.isArray(value)) for (const v of value) headers.push([name, v])
-      else headers.push([name, value])
-    }
-    return { status: res.statusCode, headers, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) }
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(controller) {
+          req.cancel = () => controller.abort(new UpstreamError('request abandoned'))
+        },
+        onResponseStart(controller, statusCode, h) {
+          if (statusCode < 200) return // 1xx informational: the real answer follows
+          status = statusCode
+          headers = toHeaderList(h)
+        },
+        onResponseData(controller, chunk) {
+          size += chunk.length
+          if (size > limit) {
+            controller.abort(new UpstreamError('upstream response too large'))
+            return
+          }
+          chunks.push(chunk)
+        },
+        onResponseEnd() {
+          finish(undefined)
+        },
+        onResponseError(_controller, err) {
+          finish(err instanceof UpstreamError ? err : mapError(err))
+        },
+      }
+      pool.dispatch({
+        origin: route.upstream, method: req.method as Dispatcher.HttpMethod, path: req.path, headers: req.headers, body: req.body,
+        headersTimeout: timeout, bodyTimeout: timeout,
+      }, handler)
+    })
   }
 
   async close(): Promise<void> {
@@ -96,4 +108,15 @@ function mapError(err: unknown): Error {
     return new UpstreamTimeoutError('upstream did not answer in time')
   }
   return new UpstreamError('upstream unavailable')
+}
+
+function toHeaderList(h: Record<string, string | string[] | undefined>): HeaderList {
+  const out: HeaderList = []
+  for (const name in h) {
+    const value = h[name]
+    if (value === undefined || HOP_BY_HOP.has(name)) continue
+    if (Array.isArray(value)) for (const v of value) out.push([name, v])
+    else out.push([name, value])
+  }
+  return out
 }

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
+import { lengthPrefixed } from '../../src/protocol/bytes.js'
+import { pooledRandom } from '../../src/protocol/randomPool.js'
 import {
   deriveResponseKey, deriveSessionKeys, deriveSharedKey, ecdhSecret, enrollConfirmation, generateEcdhKeyPair, hkdf,
   safeEqual, sessionAcceptProof, sessionCloseProof, sessionOpenProof, type EnrollmentContext,
@@ -183,5 +185,26 @@ describe('hkdf and safeEqual', () => {
     expect(safeEqual(a.subarray(0, 31), a)).toBe(false)
     expect(safeEqual(Buffer.alloc(0), Buffer.alloc(0))).toBe(true)
     expect(safeEqual(Buffer.alloc(0), a)).toBe(false)
+  })
+})
+
+describe('deriveResponseKey', () => {
+  it('equals generic HKDF-SHA256(s2c, salt, info) for many random inputs', () => {
+    for (let i = 0; i < 50; i++) {
+      const k = randomBytes(32), salt = randomBytes(16)
+      expect(deriveResponseKey(k, salt).equals(hkdf(k, salt, lengthPrefixed('gatehouse/v1 response')))).toBe(true)
+    }
+  })
+})
+
+describe('pooledRandom', () => {
+  it('returns fresh, distinct values across pool refills', () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 1000; i++) {
+      const b = pooledRandom(16)
+      expect(b.length).toBe(16)
+      seen.add(b.toString('hex'))
+    }
+    expect(seen.size).toBe(1000)
   })
 })
