@@ -32,7 +32,8 @@ export interface Running {
   stop(): Promise<void>
 }
 
-export async function startGatehouse(): Promise<Running> {
+/** `proxyYaml`: extra lines for the proxy section (YAML, indented two spaces), e.g. limits. */
+export async function startGatehouse(o: { proxyYaml?: string } = {}): Promise<Running> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'))
   const ports = {
     device: await freePort(), proxyApi: await freePort(), secAdmin: await freePort(),
@@ -52,6 +53,7 @@ proxy:
   routes:
     - { prefix: /demo/, upstream: http://127.0.0.1:${ports.upstream}, stripPrefix: true }
     - { prefix: /app/, upstream: http://127.0.0.1:${ports.appUpstream}, stripPrefix: true }
+${o.proxyYaml ?? ''}
 demo:
   upstream: { port: ${ports.upstream} }
 `)
@@ -74,13 +76,17 @@ async function spawnReady(args: string[], cwd: string, ready: string, nodeArgs: 
   let out = ''
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${args.join(' ')} did not start:\n${out}`)), 30_000)
-    proc.stdout!.on('data', (d: Buffer) => {
+    const onData = (d: Buffer) => {
       out += d.toString()
       if (out.includes(ready)) {
         clearTimeout(t)
+        // From now on the output is drained, not kept: scanning a growing string for every chunk
+        // of a busy server's log (access log at info) cost this process more than autocannon.
+        proc.stdout!.off('data', onData).resume()
         resolve()
       }
-    })
+    }
+    proc.stdout!.on('data', onData)
     proc.stderr!.on('data', (d: Buffer) => { out += d.toString() })
     proc.once('exit', (code) => reject(new Error(`${args.join(' ')} exited ${code}:\n${out}`)))
   })

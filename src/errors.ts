@@ -77,6 +77,10 @@ export const SecretStoreError = define('SecretStoreError', 'GH_ERR_SECRET_STORE'
 export const ExistsError = define('ExistsError', 'GH_ERR_EXISTS', 409)
 /** Command-line usage error. */
 export const UsageError = define('UsageError', 'GH_ERR_USAGE', 400)
+/** A cookie-authenticated admin call that changes state came without a matching x-gatehouse-csrf header. */
+export const CsrfError = define('CsrfError', 'GH_ERR_CSRF', 403)
+/** The request conflicts with the current state (e.g. removing the last admin). */
+export const ConflictError = define('ConflictError', 'GH_ERR_CONFLICT', 409)
 
 export type GatehouseErrorClass = ReturnType<typeof define>
 
@@ -94,3 +98,32 @@ export function errorBody(err: unknown): { error: { code: string; message: strin
 export function statusOf(err: unknown): number {
   return err instanceof GatehouseError ? err.status : 500
 }
+
+/** The revocation log no longer reaches back to the seq a proxy asked to resume from (truncated, or another database). */
+export const RevocationGapError = define('RevocationGapError', 'GH_ERR_REVOCATION_GAP', 410)
+/** Enrollment refused: the app is not in the catalog, or the user's groups may not enroll it. */
+export const AppNotAllowedError = define('AppNotAllowedError', 'GH_ERR_APP_NOT_ALLOWED', 403)
+/** This app version is not (or no longer) allowed: the device must update the app. */
+export const AppVersionError = define('AppVersionError', 'GH_ERR_APP_VERSION', 403)
+/** The app may not reach this route (app context checked by the proxy). */
+export const AppContextError = define('AppContextError', 'GH_ERR_APP_CONTEXT', 403)
+/** Enrollment of a new device refused: the user has reached the policy's maxDevicesPerUser. */
+export const DeviceLimitError = define('DeviceLimitError', 'GH_ERR_DEVICE_LIMIT', 403)
+/** The enrollment's last sign-in is older than the policy's reauthIntervalSeconds: enroll again with the password. */
+export const ReauthRequiredError = define('ReauthRequiredError', 'GH_ERR_REAUTH_REQUIRED', 401)
+/** A command (lock, unlock, wipe, retire) waits for this device; the answer carries it. */
+export const DeviceCommandError = define('DeviceCommandError', 'GH_ERR_DEVICE_COMMAND', 403)
+/** The device is locked, wiped or retired and has no command left to receive. */
+export const DeviceBlockedError = define('DeviceBlockedError', 'GH_ERR_DEVICE_BLOCKED', 403)
+/** ActiveSync gateway: no enrolled, active device of this user has this device id. */
+export const DeviceNotEnrolledError = define('DeviceNotEnrolledError', 'GH_ERR_DEVICE_NOT_ENROLLED', 403)
+/** ActiveSync gateway: the user named in the query is not the user signing in (HTTP Basic). */
+export const IdentityMismatchError = define('IdentityMismatchError', 'GH_ERR_IDENTITY_MISMATCH', 403)
+/** A backup file that cannot be restored: not a backup, made with another backup key, tampered with or truncated. */
+export const BackupInvalidError = define('BackupInvalidError', 'GH_ERR_BACKUP_INVALID', 422)
+/** The proxy could not hand a streamed request body on: the upstream reads it more slowly than the device sends it, beyond the proxy's buffer. */
+export const UpstreamBackpressureError = define('UpstreamBackpressureError', 'GH_ERR_UPSTREAM_BACKPRESSURE', 503)
+/** The device stopped sending its request body for longer than proxy.limits.bodyTimeoutSeconds. */
+export const RequestTimeoutError = define('RequestTimeoutError', 'GH_ERR_REQUEST_TIMEOUT', 408)
+/** The proxy thread already has proxy.limits.maxConcurrentRequests requests in flight: retry shortly. */
+export const OverloadedError = define('OverloadedError', 'GH_ERR_OVERLOADED', 503)

@@ -3,6 +3,8 @@
  * The `gatehouse` command. Commands live in src/cli/cmd/*.ts, each module exporting an array of
  * commands; this file only collects them and runs the dispatcher (src/cli/commands.ts).
  */
+import { adminCommands } from './cmd/admin.js'
+import { backupCommands } from './cmd/backup.js'
 import { certsCommands } from './cmd/certs.js'
 import { configCommands } from './cmd/config.js'
 import { usersCommands } from './cmd/users.js'
@@ -15,6 +17,8 @@ const commandSets: Command[][] = [
   serverCommands,
   certsCommands,
   usersCommands,
+  adminCommands,
+  backupCommands,
   configCommands,
   deviceCommands,
 ]

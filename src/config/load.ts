@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { ConfigError } from '../errors.js'
-import { configSchema } from './schema.js'
+import { CidrList } from '../http/cidr.js'
+import { configSchema, routeDefaults } from './schema.js'
 import { deepFreeze } from './validate.js'
 
 type Parsed = ReturnType<typeof configSchema.parse>
@@ -46,6 +47,8 @@ export function buildConfig(raw: unknown, source?: string, cwd = process.cwd()):
     proxyClientKey: abs(c.proxy.controlPlaneTls.key ?? path.join(certs, 'proxy-client.key')),
     controlPlaneCa: abs(c.proxy.controlPlaneTls.ca ?? path.join(certs, 'ca.crt')),
   }
+  new CidrList(c.security.access.adminCidrs, 'security.access.adminCidrs')
+  new CidrList(c.security.access.selfServiceCidrs, 'security.access.selfServiceCidrs')
   const prefixes = new Set<string>()
   c.proxy.routes.forEach((r, i) => {
     if (prefixes.has(r.prefix)) throw new ConfigError(`proxy.routes[${i}].prefix duplicates an earlier route ("${r.prefix}")`)
@@ -96,6 +99,6 @@ function deriveLinkedDefaults(raw: unknown, parsed: Parsed): void {
   if (r.proxy?.securityServers === undefined) c.proxy.securityServers = [`https://localhost:${c.security.proxyApi.port}`]
   if (r.proxy?.routes === undefined) {
     const host = c.demo.upstream.host === '0.0.0.0' ? '127.0.0.1' : c.demo.upstream.host
-    c.proxy.routes = [{ prefix: '/demo/', upstream: `http://${host}:${c.demo.upstream.port}`, stripPrefix: true, timeoutSeconds: 30, upstreamCa: undefined }]
+    c.proxy.routes = [{ ...routeDefaults(), prefix: '/demo/', upstream: `http://${host}:${c.demo.upstream.port}`, stripPrefix: true }]
   }
 }

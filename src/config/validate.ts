@@ -18,10 +18,18 @@ export interface Field<T> {
   shape?: Shape
   /** Field of each item of an array option (set by `f.array` only). */
   item?: Field<unknown>
+  /** Name of the option that selects the variant (set by `f.tagged` only). */
+  tagKey?: string
+  /** Object field of each variant, by tag value (set by `f.tagged` only). */
+  variants?: Record<string, Field<unknown>>
 }
 
 export type Shape = Record<string, Field<unknown>>
 type Out<S extends Shape> = { readonly [K in keyof S]: S[K] extends Field<infer T> ? T : never }
+/** `{ type: 'a', ...A } | { type: 'b', ...B }` for `f.tagged('…', 'type', { a: A, b: B })`. */
+type Tagged<K extends string, V extends Record<string, Field<unknown>>> = {
+  [T in keyof V & string]: { readonly [P in K]: T } & (V[T] extends Field<infer O> ? O : never)
+}[keyof V & string]
 
 function fail(path: string, what: string): never {
   throw new ConfigError(`${path || 'the configuration'} ${what}`)
@@ -111,7 +119,8 @@ export const f = {
         }
         if (!protocols.includes(u.protocol)) fail(path, `must be an ${names} URL`)
         if (u.username || u.password) fail(path, 'must not carry credentials')
-        if (opts.originOnly && (u.pathname !== '/' || u.search || u.hash)) fail(path, 'must be an origin without a path, query or fragment')
+        if (opts.originOnly && ((u.pathname !== '/' && u.pathname !== '') || u.search || u.hash)) fail(path, 'must be an origin without a path, query or fragment')
+        if (!u.hostname) fail(path, 'must name a host')
         return v.replace(/\/+$/, '')
       },
     }
@@ -121,7 +130,7 @@ export const f = {
       : opts.minItems !== undefined ? `, at least ${opts.minItems} item(s)` : opts.maxItems !== undefined ? `, at most ${opts.maxItems} items` : ''
     return {
       doc,
-      kind: `array of ${item.shape ? 'objects' : (item.kind ?? 'values')}${count}`,
+      kind: `array of ${item.shape || item.variants ? 'objects' : (item.kind ?? 'values')}${count}`,
       item: item as Field<unknown>,
       ...(opts.default ? { default: opts.default } : {}),
       parse(v, path) {
@@ -132,7 +141,12 @@ export const f = {
       },
     }
   },
-  object<S extends Shape>(doc: string, shape: S, opts: { renamed?: Record<string, string>; optional?: boolean } = {}): Field<Out<S>> & { shape: S } {
+  object<S extends Shape>(doc: string, shape: S, opts: {
+    renamed?: Record<string, string>
+    optional?: boolean
+    /** Checks across options, after each was parsed; call `fail`-style: throw a ConfigError naming the path. */
+    check?: (value: Out<S>, path: string) => void
+  } = {}): Field<Out<S>> & { shape: S } {
     const field: Field<Out<S>> = {
       doc,
       kind: 'object',
@@ -158,11 +172,42 @@ export const f = {
             out[key] = fld.parse(o[key], p)
           }
         }
+        opts.check?.(out as Out<S>, path)
         return out as Out<S>
       },
     }
     return Object.assign(field, { shape })
   },
+  /**
+   * One of several object variants, selected by the string option `tagKey` (`{ type: 'ldap', … }`):
+   * each variant is an `f.object` without the tag; the parsed value carries the tag again.
+   */
+  tagged<K extends string, V extends Record<string, Field<unknown> & { shape: Shape }>>(doc: string, tagKey: K, variants: V): Field<Tagged<K, V>> {
+    const names = Object.keys(variants)
+    return {
+      doc,
+      kind: `object; \`${tagKey}\` is one of ${names.join(', ')}`,
+      tagKey,
+      variants,
+      parse(v, path) {
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(path, `must be an object, got ${describe(v)}`)
+        const { [tagKey]: tag, ...rest } = v as Record<string, unknown>
+        const p = path ? `${path}.${tagKey}` : tagKey
+        if (tag === undefined) fail(p, `is required (one of ${names.join(', ')})`)
+        if (typeof tag !== 'string' || !Object.hasOwn(variants, tag)) fail(p, `must be one of ${names.join(', ')}, got ${describe(tag)}`)
+        const known = [tagKey, ...Object.keys(variants[tag]!.shape)]
+        for (const key of Object.keys(rest)) {
+          if (!known.includes(key)) fail(path ? `${path}.${key}` : key, `is not a known option of ${tagKey} ${tag} (known: ${known.join(', ')})`)
+        }
+        return { [tagKey]: tag, ...(variants[tag]!.parse(rest, path) as object) } as Tagged<K, V>
+      },
+    }
+  },
+}
+
+/** A ConfigError naming the option path (for `check` functions of `f.object`). */
+export function configFail(path: string, what: string): never {
+  return fail(path, what)
 }
 
 /**

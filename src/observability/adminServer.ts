@@ -4,8 +4,13 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Registry } from 'prom-client'
 import type { Logger } from './logger.js'
+
+/** Where /metrics comes from: a prom-client Registry, or an aggregate over worker threads. */
+export interface MetricsSource {
+  metrics(): Promise<string>
+  contentType: string
+}
 
 export interface Readiness {
   /** Empty when ready; otherwise the reasons (safe to show: no secrets). */
@@ -15,7 +20,7 @@ export interface Readiness {
 export class AdminServer {
   private server: Server | undefined
 
-  constructor(private readonly p: { host: string; port: number; registry: Registry; ready: Readiness; log: Logger }) {}
+  constructor(private readonly p: { host: string; port: number; registry: MetricsSource; ready: Readiness; log: Logger }) {}
 
   async start(): Promise<number> {
     const server = createServer((req, res) => {

@@ -4,10 +4,11 @@ import { collectDefaultMetrics, Registry } from 'prom-client'
 export const NAMESPACE = 'gatehouse'
 
 /** A registry per server role, with the default process metrics (CPU, memory, event loop lag). */
-export function createRegistry(role: string): Registry {
+export function createRegistry(role: string, opts: { processMetrics?: boolean } = {}): Registry {
   const registry = new Registry()
   registry.setDefaultLabels({ role })
-  collectDefaultMetrics({ register: registry, prefix: `${NAMESPACE}_` })
+  // Worker threads share their process: only the main thread reports process metrics.
+  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: `${NAMESPACE}_` })
   return registry
 }
 

@@ -25,6 +25,10 @@
  * Binding the flags into the AAD and the index into the nonce means that reordering, dropping,
  * duplicating or re-flagging records fails authentication, and a body cut anywhere is detected
  * because no record carried FINAL.
+ *
+ * A record's AES-GCM operation can also be detached from its encoder or decoder (prepare /
+ * pushFramed give a SealJob / OpenJob) and run elsewhere, e.g. in a worker thread; the bytes on
+ * the wire are the same.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { DecryptError, MalformedError, TooLargeError, TruncatedError } from '../errors.js'
@@ -63,6 +67,38 @@ export interface DecodedRecord {
   plaintext: Buffer
 }
 
+/**
+ * One record's AES-256-GCM seal, detached from its encoder so that it can run elsewhere (a crypto
+ * worker pool): every buffer is the job's own. `sealRecordJob` gives the whole record bytes.
+ */
+export interface SealJob {
+  key: Buffer
+  nonce: Buffer
+  aad: Buffer
+  /** The 4-byte record header (flags, length). */
+  header: Buffer
+  plaintext: Buffer
+}
+
+/** One record's AES-256-GCM open, detached from its decoder (see SealJob). */
+export interface OpenJob {
+  key: Buffer
+  nonce: Buffer
+  aad: Buffer
+  /** The whole record: header, ciphertext, tag. */
+  record: Buffer
+  length: number
+}
+
+/** A record framed and checked by `EnvelopeDecoder.pushFramed`, not yet opened. */
+export interface FramedRecord {
+  index: number
+  head: boolean
+  final: boolean
+  length: number
+  job: OpenJob
+}
+
 const MAX_SAFE_SEQ = Number.MAX_SAFE_INTEGER
 
 // The session id and request line enter the AAD as bytes. Only printable ASCII is allowed: any
@@ -98,6 +134,32 @@ function nonceFor(seq: number, index: number, out: Buffer): Buffer {
   out.writeBigUInt64BE(BigInt(seq), 0)
   out.writeUInt32BE(index, 8)
   return out
+}
+
+/** Run a detached seal: the record bytes (header, ciphertext, tag). */
+export function sealRecordJob(job: SealJob): Buffer {
+  const cipher = createCipheriv('aes-256-gcm', job.key, job.nonce, { authTagLength: TAG_LENGTH })
+  cipher.setAAD(job.aad)
+  const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + job.plaintext.length + TAG_LENGTH)
+  job.header.copy(out, 0, 0, RECORD_HEADER_LENGTH)
+  const n = cipher.update(job.plaintext).copy(out, RECORD_HEADER_LENGTH)
+  cipher.final()
+  cipher.getAuthTag().copy(out, RECORD_HEADER_LENGTH + n)
+  return out
+}
+
+/** Run a detached open: the plaintext, or null when the record fails authentication. */
+export function openRecordJob(job: OpenJob): Buffer | null {
+  const decipher = createDecipheriv('aes-256-gcm', job.key, job.nonce, { authTagLength: TAG_LENGTH })
+  decipher.setAAD(job.aad)
+  decipher.setAuthTag(job.record.subarray(RECORD_HEADER_LENGTH + job.length, RECORD_HEADER_LENGTH + job.length + TAG_LENGTH))
+  const plaintext = decipher.update(job.record.subarray(RECORD_HEADER_LENGTH, RECORD_HEADER_LENGTH + job.length))
+  try {
+    decipher.final()
+  } catch {
+    return null
+  }
+  return plaintext
 }
 
 /** Writes one envelope: a preamble, then records, each sealed as it is produced. */
@@ -138,9 +200,7 @@ export class EnvelopeEncoder {
 
   /** Seal one record. The first record is the head; `final` marks the last one. */
   record(plaintext: Buffer, final: boolean): Buffer {
-    if (this.finished) throw new Error('envelope already finished')
-    if (plaintext.length > MAX_RECORD_PLAINTEXT) throw new RangeError('record over 64 KiB')
-    const flags = (final ? FLAG_FINAL : 0) | (this.index === 0 ? FLAG_HEAD : 0)
+    const flags = this.flagsFor(plaintext, final)
     this.aad[this.aad.length - 1] = flags
     const cipher = createCipheriv('aes-256-gcm', this.key, nonceFor(this.p.seq, this.index, this.nonce), { authTagLength: TAG_LENGTH })
     cipher.setAAD(this.aad)
@@ -153,6 +213,29 @@ export class EnvelopeEncoder {
     this.index++
     if (final) this.finished = true
     return out
+  }
+
+  /**
+   * The next record as a detached job (same wire bytes as record() once run with sealRecordJob),
+   * for sealing elsewhere. Records must still be written in the order they were prepared.
+   */
+  prepare(plaintext: Buffer, final: boolean): SealJob {
+    const flags = this.flagsFor(plaintext, final)
+    const aad = Buffer.from(this.aad)
+    aad[aad.length - 1] = flags
+    const header = Buffer.allocUnsafe(RECORD_HEADER_LENGTH)
+    header[0] = flags
+    header.writeUIntBE(plaintext.length, 1, 3)
+    const job = { key: this.key, nonce: Buffer.from(nonceFor(this.p.seq, this.index, this.nonce)), aad, header, plaintext }
+    this.index++
+    if (final) this.finished = true
+    return job
+  }
+
+  private flagsFor(plaintext: Buffer, final: boolean): number {
+    if (this.finished) throw new Error('envelope already finished')
+    if (plaintext.length > MAX_RECORD_PLAINTEXT) throw new RangeError('record over 64 KiB')
+    return (final ? FLAG_FINAL : 0) | (this.index === 0 ? FLAG_HEAD : 0)
   }
 
   /** Seal a body as records of at most 64 KiB after the head; the last one is FINAL. */
@@ -214,12 +297,32 @@ export class EnvelopeDecoder {
   }
 
   push(chunk: Buffer): DecodedRecord[] {
+    return this.consume(chunk, (record, flags, length, index) => ({
+      index, head: (flags & FLAG_HEAD) !== 0, final: (flags & FLAG_FINAL) !== 0, plaintext: this.open(record, flags, length, index),
+    }))
+  }
+
+  /**
+   * Like push(), with the same checks, but records come back framed and not yet opened: run each
+   * job with openRecordJob (or in a crypto pool) and refuse the body when one returns null. A
+   * record's bytes are copied into its job, so the caller may reuse `chunk` once this returns.
+   */
+  pushFramed(chunk: Buffer): FramedRecord[] {
+    return this.consume(chunk, (record, flags, length, index) => {
+      const aad = Buffer.from(this.aad!)
+      aad[aad.length - 1] = flags
+      const job = { key: this.key!, nonce: Buffer.from(nonceFor(this.preamble!.seq, index, this.nonce)), aad, record: Buffer.from(record), length }
+      return { index, head: (flags & FLAG_HEAD) !== 0, final: (flags & FLAG_FINAL) !== 0, length, job }
+    })
+  }
+
+  private consume<T>(chunk: Buffer, each: (record: Buffer, flags: number, length: number, index: number) => T): T[] {
     if (chunk.length === 0) return []
     if (this.finished) throw new MalformedError('data after the final record')
     this.chunks.push(chunk)
     this.buffered += chunk.length
     this.borrowed = true
-    const out: DecodedRecord[] = []
+    const out: T[] = []
     if (this.preamble || this.readPreamble()) {
       while (this.buffered >= RECORD_HEADER_LENGTH) {
         const header = this.contiguous(RECORD_HEADER_LENGTH)
@@ -234,7 +337,7 @@ export class EnvelopeDecoder {
         if (this.buffered < total) break
         const record = this.take(total)
         const final = (flags & FLAG_FINAL) !== 0
-        out.push({ index: this.index, head, final, plaintext: this.open(record, flags, length) })
+        out.push(each(record, flags, length, this.index))
         this.index++
         if (final) {
           this.finished = true
@@ -309,10 +412,10 @@ export class EnvelopeDecoder {
     return true
   }
 
-  private open(record: Buffer, flags: number, length: number): Buffer {
+  private open(record: Buffer, flags: number, length: number, index: number): Buffer {
     const aad = this.aad!
     aad[aad.length - 1] = flags
-    const decipher = createDecipheriv('aes-256-gcm', this.key!, nonceFor(this.preamble!.seq, this.index, this.nonce), { authTagLength: TAG_LENGTH })
+    const decipher = createDecipheriv('aes-256-gcm', this.key!, nonceFor(this.preamble!.seq, index, this.nonce), { authTagLength: TAG_LENGTH })
     decipher.setAAD(aad)
     decipher.setAuthTag(record.subarray(RECORD_HEADER_LENGTH + length))
     const plaintext = decipher.update(record.subarray(RECORD_HEADER_LENGTH, RECORD_HEADER_LENGTH + length))

@@ -9,11 +9,12 @@
  *                c2s   = HKDF(sharedKey, salt = deviceNonce || serverNonce, info = LP(label c2s, sessionId))
  *                s2c   = HKDF(sharedKey, salt = deviceNonce || serverNonce, info = LP(label s2c, sessionId))
  *   response:    k     = HKDF(s2c, salt = responseSalt, info = LP(label response))
+ *   command ack: proof = HMAC(sharedKey, LP(label, commandId, enrollmentId, u64 ts))
  */
 import { createECDH, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import { lengthPrefixed, u64 } from './bytes.js'
 import {
-  KEY_LENGTH, LABEL_C2S, LABEL_ENROLL, LABEL_ENROLL_CONFIRM, LABEL_RESPONSE, LABEL_S2C,
+  KEY_LENGTH, LABEL_C2S, LABEL_COMMAND_ACK, LABEL_ENROLL, LABEL_ENROLL_CONFIRM, LABEL_RESPONSE, LABEL_S2C,
   LABEL_SESSION_ACCEPT, LABEL_SESSION_CLOSE, LABEL_SESSION_OPEN,
 } from './constants.js'
 
@@ -79,6 +80,11 @@ export function sessionAcceptProof(sharedKey: Buffer, sessionId: string, deviceN
 
 export function sessionCloseProof(c2sKey: Buffer, sessionId: string, timestampMs: number): Buffer {
   return hmac(c2sKey, lengthPrefixed(LABEL_SESSION_CLOSE, sessionId, u64(timestampMs)))
+}
+
+/** The device's proof that it received a command, keyed with the enrollment's shared key. */
+export function commandAckProof(sharedKey: Buffer, commandId: string, enrollmentId: string, timestampMs: number): Buffer {
+  return hmac(sharedKey, lengthPrefixed(LABEL_COMMAND_ACK, commandId, enrollmentId, u64(timestampMs)))
 }
 
 export interface SessionKeys {

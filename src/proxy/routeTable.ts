@@ -5,10 +5,28 @@
  */
 export interface RouteSpec {
   prefix: string
-  upstream: string
+  /** One upstream origin; or set `upstreams` instead (exactly one of the two). */
+  upstream?: string | undefined
+  /** Several upstream origins, round-robin over the healthy ones (src/proxy/upstreams.ts). */
+  upstreams?: readonly string[] | undefined
   stripPrefix: boolean
   timeoutSeconds: number
+  /** Time allowed to connect to a target (default 3000 ms). */
+  connectTimeoutMs?: number | undefined
+  /** Active health checks of each target; without `path`, passive checks only. */
+  healthCheck?: HealthCheckSpec | undefined
   upstreamCa?: string | undefined
+}
+
+export interface HealthCheckSpec {
+  /** Path asked with GET; a 2xx or 3xx answer within timeoutMs is a success. Undefined: no active checks. */
+  path?: string | undefined
+  intervalSeconds: number
+  timeoutMs: number
+  /** Consecutive failed checks that take an up target out of the rotation. */
+  unhealthyAfter: number
+  /** Consecutive successful checks that bring a down target back. */
+  healthyAfter: number
 }
 
 export interface Route extends RouteSpec {

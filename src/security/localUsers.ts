@@ -26,4 +26,15 @@ export class LocalUserAuthenticator implements Authenticator {
   async verify(name: string, password: string): Promise<{ name: string; groups: string[] } | null> {
     return (await this.current()).verify(name, password)
   }
+
+  /** The user and groups without a password check (enrollment by activation code alone). */
+  async lookup(name: string): Promise<{ name: string; groups: string[] } | null> {
+    const u = (await this.current()).list().find((x) => x.name === name)
+    return u ? { name: u.name, groups: u.groups } : null
+  }
+
+  /** The users of the file (admin API user listing); never their hashes. */
+  async listUsers(): Promise<{ name: string; groups: string[] }[]> {
+    return (await this.current()).list().map((u) => ({ name: u.name, groups: u.groups }))
+  }
 }

@@ -3,11 +3,19 @@
  * closed by the device. The session id is 128 random bits; the store keeps only its hash.
  */
 import { randomBytes } from 'node:crypto'
-import { EnrollmentInvalidError, MalformedError, ProofError, ReplayError, SessionInvalidError, StaleError } from '../errors.js'
+import {
+  DeviceBlockedError, EnrollmentInvalidError, MalformedError, ProofError, ReauthRequiredError, ReplayError, SessionInvalidError, StaleError,
+} from '../errors.js'
 import { fromBase64url } from '../protocol/bytes.js'
 import { NONCE_BYTES, SESSION_ID_BYTES, SESSION_ID_LENGTH } from '../protocol/constants.js'
 import { deriveSessionKeys, safeEqual, sessionAcceptProof, sessionCloseProof, sessionOpenProof } from '../protocol/keySchedule.js'
+import { sessionIdHash } from '../store/sqlStore.js'
 import type { SessionRecord, Store } from '../store/types.js'
+import { ALL_ROUTES, type CatalogService } from './catalog.js'
+import type { CommandService } from './commands.js'
+import type { EffectivePolicy, PolicyService } from './policies.js'
+import type { RevocationHub } from './revocationHub.js'
+import type { SiteMap } from './sites.js'
 
 export interface SessionPolicy {
   maxLifetimeMs: number
@@ -23,10 +31,22 @@ export interface OpenedSession {
   idleTimeoutSeconds: number
   serverTime: number
   proxyUrl: string
+  /** The effective policy of this user and app (policies.ts). */
+  policy: EffectivePolicy
+}
+
+/**
+ * The app context a proxy enforces: the route prefixes the session's app may reach ('*' = all,
+ * while the catalog is empty) and whether its version is still allowed.
+ */
+export interface GrantAppContext {
+  routes: string[] | '*'
+  versionAllowed: boolean
 }
 
 /** What a proxy needs to serve a session (sent over the mutually authenticated channel only). */
 export interface SessionGrant {
+  enrollmentId: string
   userName: string
   deviceId: string
   appId: string
@@ -35,6 +55,7 @@ export interface SessionGrant {
   s2cKey: string
   expiresAt: number
   idleTimeoutMs: number
+  appContext: GrantAppContext
 }
 
 export function isSessionId(v: unknown): v is string {
@@ -42,7 +63,22 @@ export function isSessionId(v: unknown): v is string {
 }
 
 export class SessionService {
-  constructor(private readonly p: { store: Store; policy: SessionPolicy; proxyUrl: string; now?: () => number }) {}
+  constructor(private readonly p: {
+    store: Store
+    policy: SessionPolicy
+    proxyUrl: string
+    now?: () => number
+    /** Told when a device closes its session, so that proxies drop it at once. */
+    hub?: Pick<RevocationHub, 'revokeSession'>
+    /** Effective lifetime, idle timeout and re-sign-in interval per user and app (default: `policy`). */
+    policies?: Pick<PolicyService, 'effective'>
+    /** App context for the proxies (default: every route). */
+    catalog?: Pick<CatalogService, 'appContext'>
+    /** Device commands delivered at session open; locked devices refused (default: none). */
+    commands?: Pick<CommandService, 'deliverPending' | 'blocksSessions'>
+    /** Multi-site: the proxy URL follows the groups of the enrollment's last sign-in (sites.ts). */
+    sites?: Pick<SiteMap, 'proxyUrlFor'>
+  }) {}
 
   private now(): number {
     return this.p.now ? this.p.now() : Date.now()
@@ -61,33 +97,53 @@ export class SessionService {
     const now = this.now()
     const enrollment = await this.p.store.getEnrollment(enrollmentId)
     // Unknown enrollment and wrong proof give the same answer: the device must enroll again
-    // either way, and a caller cannot tell whether an enrollment id exists.
-    if (!enrollment || enrollment.status !== 'active' ||
-      !safeEqual(sessionOpenProof(enrollment.sharedKey, enrollmentId, timestamp, nonce), proof)) {
+    // either way, and a caller cannot tell whether an enrollment id exists. A revoked enrollment
+    // still proves possession here, so that a wipe or retire command reaches the app it revoked.
+    if (!enrollment || !safeEqual(sessionOpenProof(enrollment.sharedKey, enrollmentId, timestamp, nonce), proof)) {
       throw new EnrollmentInvalidError('enrollment unknown or revoked, or proof of possession failed')
     }
     if (Math.abs(now - timestamp) > this.p.policy.clockSkewMs) throw new StaleError('timestamp outside the allowed clock skew')
     // The nonce is remembered past the skew window, so a captured open cannot be replayed.
     const fresh = await this.p.store.rememberNonce(`open:${enrollmentId}`, nonce.toString('base64url'), now + 2 * this.p.policy.clockSkewMs)
     if (!fresh) throw new ReplayError('session-open nonce already used')
+    // 403 GH_ERR_DEVICE_COMMAND with the oldest open command (lock, unlock, wipe, retire).
+    await this.p.commands?.deliverPending(enrollment)
+    if (enrollment.status !== 'active') throw new EnrollmentInvalidError('enrollment unknown or revoked, or proof of possession failed')
+    if (await this.p.commands?.blocksSessions(enrollment)) throw new DeviceBlockedError('this device is locked, wiped or retired')
+
+    // Group policies use the groups of the enrollment's last sign-in (the directory is asked at
+    // sign-in only); the re-sign-in interval runs from that sign-in.
+    const signIn = await this.p.store.lastSignIn(enrollmentId)
+    const signedInAt = signIn?.at ?? enrollment.createdAt
+    const policy: EffectivePolicy = this.p.policies
+      ? await this.p.policies.effective({ groups: signIn?.groups ?? [], appId: enrollment.appId })
+      : {
+          maxSessionLifetimeSeconds: Math.floor(this.p.policy.maxLifetimeMs / 1000), idleTimeoutSeconds: Math.floor(this.p.policy.idleTimeoutMs / 1000),
+          reauthIntervalSeconds: null, maxDevicesPerUser: null,
+        }
+    const reauthBy = policy.reauthIntervalSeconds === null ? Infinity : signedInAt + policy.reauthIntervalSeconds * 1000
+    if (now >= reauthBy) throw new ReauthRequiredError('sign in again: enroll with the password')
 
     const sessionId = randomBytes(SESSION_ID_BYTES).toString('base64url')
     const serverNonce = randomBytes(NONCE_BYTES)
     const keys = deriveSessionKeys(enrollment.sharedKey, sessionId, nonce, serverNonce)
-    const expiresAt = now + this.p.policy.maxLifetimeMs
+    // A session never outlives the sign-in it rests on.
+    const expiresAt = Math.min(now + policy.maxSessionLifetimeSeconds * 1000, reauthBy)
+    const idleTimeoutMs = policy.idleTimeoutSeconds * 1000
     await this.p.store.createSession({
       id: sessionId, enrollmentId, userName: enrollment.userName, deviceId: enrollment.deviceId, appId: enrollment.appId,
       appVersion: enrollment.appVersion, c2sKey: keys.c2s, s2cKey: keys.s2c, createdAt: now, expiresAt,
-      idleTimeoutMs: this.p.policy.idleTimeoutMs, lastSeenAt: now, closedAt: null,
+      idleTimeoutMs, lastSeenAt: now, closedAt: null,
     })
     return {
       sessionId,
       serverNonce: serverNonce.toString('base64url'),
       proof: sessionAcceptProof(enrollment.sharedKey, sessionId, nonce, serverNonce).toString('base64url'),
       expiresAt,
-      idleTimeoutSeconds: Math.floor(this.p.policy.idleTimeoutMs / 1000),
+      idleTimeoutSeconds: policy.idleTimeoutSeconds,
       serverTime: now,
-      proxyUrl: this.p.proxyUrl,
+      proxyUrl: this.p.sites ? this.p.sites.proxyUrlFor(signIn?.groups ?? []) : this.p.proxyUrl,
+      policy,
       userName: enrollment.userName,
       deviceId: enrollment.deviceId,
       appId: enrollment.appId,
@@ -107,14 +163,25 @@ export class SessionService {
     return s
   }
 
-  /** Proxy call: is the session valid, and with what keys and context. Counts as activity. */
+  /**
+   * Proxy call: is the session valid, and with what keys and app context. Counts as activity
+   * (the proxies' re-validations are what keeps lastSeenAt, and so the idle timeout, current).
+   * A session of a device with an open command, or locked/wiped/retired, is "not valid": the
+   * device re-opens and receives the command at session open.
+   */
   async validate(sessionId: unknown): Promise<SessionGrant> {
     const s = await this.live(sessionId)
+    if (await this.p.commands?.blocksSessions(s)) throw new SessionInvalidError('session unknown or expired')
     await this.p.store.touchSession(s.id, this.now())
+    const ctx = this.p.catalog ? await this.p.catalog.appContext(s.appId, s.appVersion) : { routes: [ALL_ROUTES], code: undefined }
     return {
-      userName: s.userName, deviceId: s.deviceId, appId: s.appId, appVersion: s.appVersion,
+      enrollmentId: s.enrollmentId, userName: s.userName, deviceId: s.deviceId, appId: s.appId, appVersion: s.appVersion,
       c2sKey: s.c2sKey.toString('base64'), s2cKey: s.s2cKey.toString('base64'),
       expiresAt: s.expiresAt, idleTimeoutMs: s.idleTimeoutMs,
+      appContext: {
+        routes: ctx.routes.includes(ALL_ROUTES) ? ALL_ROUTES : ctx.routes,
+        versionAllowed: ctx.code !== 'GH_ERR_APP_VERSION',
+      },
     }
   }
 
@@ -126,6 +193,7 @@ export class SessionService {
     const s = await this.live(o.sessionId)
     if (!safeEqual(sessionCloseProof(s.c2sKey, s.id, timestamp), proof)) throw new ProofError('proof of possession failed')
     if (Math.abs(this.now() - timestamp) > this.p.policy.clockSkewMs) throw new StaleError('timestamp outside the allowed clock skew')
-    await this.p.store.closeSession(s.id, this.now())
+    // Closed in the store first: a proxy that drops the session on the push and asks again gets "not valid".
+    if (await this.p.store.closeSession(s.id, this.now())) await this.p.hub?.revokeSession(sessionIdHash(s.id))
   }
 }

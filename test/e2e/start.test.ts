@@ -3,7 +3,7 @@
  * server, the proxy and the demo upstream; then the device CLI against it, the admin endpoint,
  * Ctrl-C, and a restart in the same folder that keeps the PKI, the demo user and the enrollments.
  */
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { freePorts, httpGet, metricSample, Sandbox, type GatehouseProcess } from './helpers.js'
 
@@ -91,6 +91,13 @@ describe('gatehouse start (all-in-one)', () => {
     const post = await box.run(['device', 'request', 'POST', '/demo/echo', '--data', '{"a":1}', '--header', 'content-type: application/json', cfg])
     expect(post.code, post.stderr).toBe(0)
     expect(post.stdout.trim()).toBe('{"a":1}')
+
+    // --data-file streams the file up and the answer down (300 KB: several records each way).
+    const text = Array.from({ length: 6000 }, (_, i) => `line ${i} of a file sent with --data-file`).join('\n') + '\n'
+    writeFileSync(box.path('upload.txt'), text)
+    const file = await box.run(['device', 'request', 'POST', '/demo/echo', '--data-file', box.path('upload.txt'), '--header', 'content-type: text/plain', cfg])
+    expect(file.code, file.stderr).toBe(0)
+    expect(file.stdout).toBe(text)
   })
 
   it('the proxy admin endpoint serves /metrics, /healthz and /readyz', async () => {

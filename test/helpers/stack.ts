@@ -23,7 +23,8 @@ import { LocalUserAuthenticator } from '../../src/security/localUsers.js'
 import { SecurityServer, type SecurityServerOptions } from '../../src/security/server.js'
 import { UserFile } from '../../src/security/users.js'
 import { loadOrCreateMasterKey, SecretBox } from '../../src/store/secretBox.js'
-import { SqliteStore } from '../../src/store/sqliteStore.js'
+import { openStore, type OpenStoreOptions } from '../../src/store/openStore.js'
+import type { SqlStore } from '../../src/store/sqlStore.js'
 import { makeTestPki } from './pki.js'
 
 export class LogSink extends Writable {
@@ -45,7 +46,7 @@ export interface Stack {
   security: SecurityServer
   proxy: ProxyServer
   upstream: DemoUpstream
-  store: SqliteStore
+  store: SqlStore
   securityUrl: string
   proxyUrl: string
   ca: Buffer
@@ -64,6 +65,8 @@ export async function startStack(o: {
   security?: Partial<SecurityServerOptions>
   proxy?: Partial<ProxyServerOptions>
   routes?: ProxyServerOptions['routes']
+  /** PostgreSQL instead of the temporary SQLite file (multi-host URLs included); `schema` is created if missing. */
+  database?: { url: string; schema?: string; pg?: OpenStoreOptions['pg'] }
 } = {}): Promise<Stack> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-stack-'))
   const pki = await makeTestPki()
@@ -72,7 +75,9 @@ export async function startStack(o: {
   const users = await UserFile.load(path.join(dir, 'users.json'), { create: true })
   await users.add('alice', PASSWORD, ['staff'])
   const dbPath = path.join(dir, 'gatehouse.db')
-  const store = SqliteStore.open({ path: dbPath, secretBox: new SecretBox(loadOrCreateMasterKey(path.join(dir, 'master.key'))) })
+  const store = await openStore({
+    path: dbPath, ...o.database, secretBox: new SecretBox(loadOrCreateMasterKey(path.join(dir, 'master.key'))),
+  })
   const upstream = new DemoUpstream({ host: '127.0.0.1', port: 0 })
   await upstream.start()
   const ca = readFileSync(pki.caCert)
@@ -83,6 +88,7 @@ export async function startStack(o: {
     proxyUrl: 'https://localhost:1', // replaced below once the proxy has a port
     policy: { maxLifetimeMs: 3600_000, idleTimeoutMs: 600_000, clockSkewMs: 300_000 },
     maxBodyBytes: 16 * 1024,
+    packagesDir: path.join(dir, 'packages'),
     ...o.security,
   })
   await security.start()

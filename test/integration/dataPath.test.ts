@@ -1,3 +1,4 @@
+import { createServer, connect, type AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startStack, type Stack } from '../helpers/stack.js'
 
@@ -16,5 +17,28 @@ describe('data path: device → proxy → upstream → device', () => {
     expect(echo.status).toBe(200)
     expect(echo.text()).toBe(body)
     expect(echo.header('content-type')).toBe('application/json')
+  })
+
+  it('keeps one connection for GETs and DELETEs, which carry an envelope body too', async () => {
+    let connections = 0
+    const relay = createServer((c) => {
+      connections++
+      const u = connect(stack.proxy.port, '127.0.0.1')
+      c.pipe(u).pipe(c)
+      c.on('error', () => u.destroy())
+      u.on('error', () => c.destroy())
+    })
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()))
+    try {
+      const dev = await stack.enrolledDevice({ proxyUrl: `https://localhost:${(relay.address() as AddressInfo).port}` })
+      for (let i = 0; i < 10; i++) expect((await dev.request('GET', '/demo/hello')).status).toBe(200)
+      expect((await dev.request('DELETE', '/demo/status/204')).status).toBe(204)
+      expect((await dev.request('GET', '/demo/hello')).status).toBe(200)
+      // undici's pool may open a second connection while the first is being released; before the
+      // fix every GET and DELETE closed its connection (12 connections here).
+      expect(connections).toBeLessThanOrEqual(2)
+    } finally {
+      relay.close()
+    }
   })
 })

@@ -28,7 +28,7 @@ describe('config examples', () => {
     const { proxy } = loadConfigFile(join(DIR, 'proxy.example.yaml'))
     expect(proxy.listen.host).toBe('0.0.0.0')
     expect(proxy.routes.length).toBeGreaterThanOrEqual(3)
-    expect(proxy.routes.some((r) => r.upstream.startsWith('https:') && r.upstreamCa)).toBe(true)
+    expect(proxy.routes.some((r) => r.upstream?.startsWith('https:') && r.upstreamCa)).toBe(true)
     expect(proxy.routes.some((r) => r.stripPrefix)).toBe(true)
   })
 })

@@ -4,7 +4,7 @@ import type { SessionGrant } from '../../src/proxy/controlPlane.js'
 import { SessionCache } from '../../src/proxy/sessionCache.js'
 
 const grant = (over: Partial<SessionGrant> = {}): SessionGrant => ({
-  userName: 'alice', deviceId: 'd1', appId: 'mail', appVersion: '1.0', c2sKey: Buffer.alloc(32, 1).toString('base64'),
+  enrollmentId: 'e1', userName: 'alice', deviceId: 'd1', appId: 'mail', appVersion: '1.0', c2sKey: Buffer.alloc(32, 1).toString('base64'),
   s2cKey: Buffer.alloc(32, 2).toString('base64'), expiresAt: Date.now() + 3600_000, idleTimeoutMs: 600_000, ...over,
 })
 const SID = 'A'.repeat(22)
@@ -88,5 +88,44 @@ describe('SessionCache', () => {
     await expect(cache.get(SID)).rejects.toBeInstanceOf(ControlPlaneUnavailableError)
     up = true
     expect(await cache.get(SID)).toBeDefined()
+  })
+
+  it('serves a cached session through a control-plane outage for the grace period, then 503', async () => {
+    let up = true
+    let calls = 0
+    let graced = 0
+    const cache = new SessionCache({ maxEntries: 10, ttlMs: 50, replayWindowSize: 64, graceMs: 600 }, {
+      validate: async () => { calls++; if (!up) throw new ControlPlaneUnavailableError('down'); return grant() },
+    }, { hit: () => {}, miss: () => {}, evicted: () => {}, grace: () => { graced++ } })
+    const first = (await cache.get(SID))!
+    up = false
+    await new Promise((r) => setTimeout(r, 150))
+    const during = await cache.get(SID)
+    expect(during).toBe(first)
+    expect(graced).toBe(1)
+    // Within a second of the failure, no new attempt is made for in-grace sessions.
+    const before = calls
+    expect(await cache.get(SID)).toBe(first)
+    expect(calls).toBe(before)
+    // An unknown session gets the outage, not "invalid".
+    await expect(cache.get('B'.repeat(22))).rejects.toBeInstanceOf(ControlPlaneUnavailableError)
+    await new Promise((r) => setTimeout(r, 700))
+    await expect(cache.get(SID)).rejects.toBeInstanceOf(ControlPlaneUnavailableError)
+    // Recovery is automatic, and the replay window survived the outage.
+    up = true
+    first.replay.window.accept(9)
+    const after = (await cache.get(SID))!
+    expect(after.replay.window.accept(9)).toBe('replay')
+  })
+
+  it('without a grace period an outage is passed on at once', async () => {
+    let up = true
+    const cache = new SessionCache({ maxEntries: 10, ttlMs: 50, replayWindowSize: 64 }, {
+      validate: async () => { if (!up) throw new ControlPlaneUnavailableError('down'); return grant() },
+    })
+    await cache.get(SID)
+    up = false
+    await new Promise((r) => setTimeout(r, 150))
+    await expect(cache.get(SID)).rejects.toBeInstanceOf(ControlPlaneUnavailableError)
   })
 })

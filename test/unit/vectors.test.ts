@@ -19,7 +19,7 @@ import { GatehouseError } from '../../src/errors.js'
 import { EnvelopeDecoder, EnvelopeEncoder } from '../../src/protocol/envelope.js'
 import { decodeRequestHead, decodeResponseHead } from '../../src/protocol/head.js'
 import {
-  deriveResponseKey, deriveSessionKeys, deriveSharedKey, ecdhSecret, enrollConfirmation, generateEcdhKeyPair,
+  commandAckProof, deriveResponseKey, deriveSessionKeys, deriveSharedKey, ecdhSecret, enrollConfirmation, generateEcdhKeyPair,
   sessionAcceptProof, sessionCloseProof, sessionOpenProof,
 } from '../../src/protocol/keySchedule.js'
 import { VECTOR_FILES, materialize, type BytesSpec } from '../vectors/build.js'
@@ -151,12 +151,13 @@ interface KeyScheduleVectors {
   session: { sessionId: string; serverNonce: string; acceptProofInput: string; acceptProof: string; keySalt: string; c2sInfo: string; c2s: string; s2cInfo: string; s2c: string }
   sessionClose: { timestampMs: number; proofInput: string; proof: string }
   response: { salt: string; info: string; key: string }
+  commandAck: { commandId: string; timestampMs: number; proofInput: string; proof: string }
   wire: Record<string, Record<string, string | number>>
 }
 
 describe('key-schedule.json', () => {
   const v = load<KeyScheduleVectors>('key-schedule.json')
-  const { ecdh, enrollment: en, sessionOpen: so, session: se, sessionClose: sc, response: re } = v
+  const { ecdh, enrollment: en, sessionOpen: so, session: se, sessionClose: sc, response: re, commandAck: ca } = v
 
   it('public keys and ECDH Z (reference: SEC1 DER keys and crypto.diffieHellman)', () => {
     expect(ecdh.curve).toBe('P-256')
@@ -183,6 +184,7 @@ describe('key-schedule.json', () => {
     expect(lp('gatehouse/v1 s2c', se.sessionId).toString('hex')).toBe(se.s2cInfo)
     expect(lp('gatehouse/v1 session-close', se.sessionId, u64(sc.timestampMs)).toString('hex')).toBe(sc.proofInput)
     expect(lp('gatehouse/v1 response').toString('hex')).toBe(re.info)
+    expect(lp('gatehouse/v1 command-ack', ca.commandId, en.enrollmentId, u64(ca.timestampMs)).toString('hex')).toBe(ca.proofInput)
     // The prefix rule itself, spelled out once: "gatehouse/v1 response" is 21 bytes.
     expect(re.info.slice(0, 4)).toBe('0015')
   })
@@ -199,6 +201,7 @@ describe('key-schedule.json', () => {
     expect(s2c.toString('hex')).toBe(se.s2c)
     expect(hmacRef(c2s, h(sc.proofInput)).toString('hex')).toBe(sc.proof)
     expect(hkdfRef(s2c, h(re.salt), h(re.info)).toString('hex')).toBe(re.key)
+    expect(hmacRef(sharedKey, h(ca.proofInput)).toString('hex')).toBe(ca.proof)
   })
 
   it('keys and proofs (implementation, from the JSON inputs)', () => {
@@ -214,6 +217,7 @@ describe('key-schedule.json', () => {
     expect(keys.s2c.toString('hex')).toBe(se.s2c)
     expect(sessionCloseProof(keys.c2s, se.sessionId, sc.timestampMs).toString('hex')).toBe(sc.proof)
     expect(deriveResponseKey(keys.s2c, h(re.salt)).toString('hex')).toBe(re.key)
+    expect(commandAckProof(sharedKey, ca.commandId, en.enrollmentId, ca.timestampMs).toString('hex')).toBe(ca.proof)
   })
 
   it('wire forms are the base64url spellings of the same values', () => {
@@ -223,6 +227,7 @@ describe('key-schedule.json', () => {
     expect(v.wire.sessionOpenRequest).toEqual({ enrollmentId: en.enrollmentId, timestamp: so.timestampMs, nonce: b(so.deviceNonce), proof: b(so.proof) })
     expect(v.wire.sessionOpenResponse).toEqual({ sessionId: se.sessionId, serverNonce: b(se.serverNonce), proof: b(se.acceptProof) })
     expect(v.wire.sessionCloseRequest).toEqual({ sessionId: se.sessionId, timestamp: sc.timestampMs, proof: b(sc.proof) })
+    expect(v.wire.commandAckRequest).toEqual({ enrollmentId: en.enrollmentId, timestamp: ca.timestampMs, proof: b(ca.proof) })
     expect(Buffer.from(se.sessionId, 'base64url')).toHaveLength(16)
     expect(se.sessionId).toHaveLength(22)
   })

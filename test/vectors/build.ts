@@ -13,13 +13,13 @@
 import { createCipheriv, createHash } from 'node:crypto'
 import { lengthPrefixed, u64 } from '../../src/protocol/bytes.js'
 import {
-  LABEL_C2S, LABEL_ENROLL, LABEL_ENROLL_CONFIRM, LABEL_RESPONSE, LABEL_S2C, LABEL_SESSION_ACCEPT,
+  LABEL_C2S, LABEL_COMMAND_ACK, LABEL_ENROLL, LABEL_ENROLL_CONFIRM, LABEL_RESPONSE, LABEL_S2C, LABEL_SESSION_ACCEPT,
   LABEL_SESSION_CLOSE, LABEL_SESSION_OPEN,
 } from '../../src/protocol/constants.js'
 import { EnvelopeEncoder, type Kind } from '../../src/protocol/envelope.js'
 import { encodeRequestHead, encodeResponseHead } from '../../src/protocol/head.js'
 import {
-  deriveResponseKey, deriveSessionKeys, deriveSharedKey, ecdhSecret, enrollConfirmation,
+  commandAckProof, deriveResponseKey, deriveSessionKeys, deriveSharedKey, ecdhSecret, enrollConfirmation,
   generateEcdhKeyPair, sessionAcceptProof, sessionCloseProof, sessionOpenProof,
 } from '../../src/protocol/keySchedule.js'
 
@@ -56,6 +56,9 @@ export const FIXED = {
   sessionCloseTimestampMs: 1_700_000_600_000,
   responseSalt: '664f59264a3a0ce25184dfc248cc476b',
   responseSalt2: 'c4cd5d1c85b2c00215a68a5c5347c3bf',
+  /** Opaque to the device; the security server issues random UUIDs. */
+  commandId: '3b0f6a52-8c1d-4e27-9f60-2d8e4c7a1b95',
+  commandAckTimestampMs: 1_700_000_300_000,
 } as const
 
 interface Schedule {
@@ -92,12 +95,14 @@ export function buildKeyScheduleVectors() {
   const openProof = sessionOpenProof(s.sharedKey, FIXED.enrollmentId, FIXED.sessionOpenTimestampMs, deviceNonce)
   const acceptProof = sessionAcceptProof(s.sharedKey, FIXED.sessionId, deviceNonce, serverNonce)
   const closeProof = sessionCloseProof(s.c2s, FIXED.sessionId, FIXED.sessionCloseTimestampMs)
+  const ackProof = commandAckProof(s.sharedKey, FIXED.commandId, FIXED.enrollmentId, FIXED.commandAckTimestampMs)
   return {
     description:
       'Gatehouse protocol v1 key schedule. Byte strings are lowercase hex; strings are UTF-8; ' +
       'timestamps are milliseconds since the Unix epoch. LP(a, b, ...) = for each part: u16 BE length || bytes. ' +
       'Inputs: ecdh.devicePrivateKey, ecdh.serverPrivateKey, enrollment.{appId, deviceId, salt, enrollmentId}, ' +
-      'sessionOpen.{timestampMs, deviceNonce}, session.{sessionId, serverNonce}, sessionClose.timestampMs, response.salt. ' +
+      'sessionOpen.{timestampMs, deviceNonce}, session.{sessionId, serverNonce}, sessionClose.timestampMs, response.salt, ' +
+      'commandAck.{commandId, timestampMs}. ' +
       'Every other value is an output (the *Info / *Input fields are the exact HKDF info and HMAC message bytes). ' +
       'See docs/protocol.md.',
     ecdh: {
@@ -145,6 +150,12 @@ export function buildKeyScheduleVectors() {
       info: hex(lengthPrefixed(LABEL_RESPONSE)),
       key: hex(deriveResponseKey(s.s2c, responseSalt)),
     },
+    commandAck: {
+      commandId: FIXED.commandId,
+      timestampMs: FIXED.commandAckTimestampMs,
+      proofInput: hex(lengthPrefixed(LABEL_COMMAND_ACK, FIXED.commandId, FIXED.enrollmentId, u64(FIXED.commandAckTimestampMs))),
+      proof: hex(ackProof),
+    },
     /** The same values as they appear in the JSON bodies (base64url without padding). */
     wire: {
       enrollRequest: {
@@ -176,6 +187,12 @@ export function buildKeyScheduleVectors() {
         sessionId: FIXED.sessionId,
         timestamp: FIXED.sessionCloseTimestampMs,
         proof: b64u(closeProof),
+      },
+      /** Body of POST /v1/commands/<commandId>/ack. */
+      commandAckRequest: {
+        enrollmentId: FIXED.enrollmentId,
+        timestamp: FIXED.commandAckTimestampMs,
+        proof: b64u(ackProof),
       },
     },
   }

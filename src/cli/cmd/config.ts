@@ -55,15 +55,38 @@ export function configOptions(shape: Shape = configSchema.shape, prefix = ''): O
     rows.push(row(path, field))
     if (field.shape) {
       rows.push(...configOptions(field.shape, path))
+    } else if (field.variants) {
+      rows.push(...variantOptions(field, path))
     } else if (field.item?.shape) {
       rows.push(row(`${path}[]`, field.item), ...configOptions(field.item.shape, `${path}[]`))
+    } else if (field.item?.variants) {
+      rows.push(row(`${path}[]`, field.item), ...variantOptions(field.item, `${path}[]`))
     }
   }
   return rows
 }
 
+/**
+ * Options of an `f.tagged` field: the tag (`path.type`, its doc listing the variants), then the
+ * options of each variant in turn, each doc starting with the variant it belongs to.
+ */
+function variantOptions(field: Field<unknown>, path: string): OptionRow[] {
+  const tagKey = field.tagKey ?? 'type'
+  const variants = Object.entries(field.variants ?? {})
+  const rows: OptionRow[] = [{
+    path: `${path}.${tagKey}`,
+    kind: `one of ${variants.map(([name]) => name).join(', ')}`,
+    default: 'required',
+    doc: variants.map(([name, v]) => `\`${name}\`: ${v.doc}`).join(' '),
+  }]
+  for (const [name, v] of variants) {
+    for (const r of configOptions(v.shape ?? {}, path)) rows.push({ ...r, doc: `(\`${tagKey}: ${name}\`) ${r.doc}` })
+  }
+  return rows
+}
+
 function row(path: string, field: Field<unknown>): OptionRow {
-  const required = !field.default && !field.shape
+  const required = !field.default && !field.shape && !field.variants
   return { path, kind: field.kind ?? 'value', default: required ? 'required' : defaultText(field), doc: field.doc }
 }
 

@@ -3,10 +3,10 @@
  * shared key) is kept in a state file, mode 0600, so `device request` can follow `device enroll`.
  */
 import { randomUUID } from 'node:crypto'
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
-import { readFileSync } from 'node:fs'
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { createReadStream, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { GatehouseDevice, GatehouseClientError, type EnrollmentState } from '../../client/device.js'
+import { DeviceCommandError, GatehouseDevice, GatehouseClientError, type DeviceCommand, type EnrollmentState } from '../../client/device.js'
 import type { GatehouseConfig } from '../../config/load.js'
 import { loadConfig } from '../../config/load.js'
 import { UsageError } from '../../errors.js'
@@ -63,22 +63,29 @@ function describeError(err: unknown): never {
 export const deviceEnroll: Command = {
   name: 'device enroll',
   summary: 'Enroll this simulated device app with the security server',
-  usage: 'device enroll --user NAME [--password-stdin] [--app ID] [--app-version V] [--device-id ID] [--state FILE]',
-  details: 'The password comes from stdin (--password-stdin) or $GATEHOUSE_PASSWORD.',
-  options: { ...common, user: { type: 'string' }, 'password-stdin': { type: 'boolean' }, app: { type: 'string' }, 'app-version': { type: 'string' }, 'device-id': { type: 'string' } },
+  usage: 'device enroll --user NAME [--password-stdin | --code-stdin] [--app ID] [--app-version V] [--device-id ID] [--state FILE]',
+  details: 'The password comes from stdin (--password-stdin) or $GATEHOUSE_PASSWORD; an activation code from stdin (--code-stdin) or $GATEHOUSE_ACTIVATION_CODE. Give either or both, as security.enrollment.mode asks.',
+  options: {
+    ...common, user: { type: 'string' }, 'password-stdin': { type: 'boolean' }, 'code-stdin': { type: 'boolean' },
+    app: { type: 'string' }, 'app-version': { type: 'string' }, 'device-id': { type: 'string' },
+  },
   async run({ values, stdin, env, stdout }) {
     const s = settings(values)
     const user = stringOption(values, 'user')
     if (!user) throw new UsageError('--user is required')
+    if (values['password-stdin'] && values['code-stdin']) throw new UsageError('--password-stdin and --code-stdin cannot both read stdin: put one in the environment')
     const password = values['password-stdin'] ? await readFirstLine(stdin) : env.GATEHOUSE_PASSWORD
-    if (!password) throw new UsageError('give the password on stdin with --password-stdin, or in $GATEHOUSE_PASSWORD')
+    const activationCode = values['code-stdin'] ? await readFirstLine(stdin) : env.GATEHOUSE_ACTIVATION_CODE
+    if (!password && !activationCode) {
+      throw new UsageError('give the password on stdin with --password-stdin or in $GATEHOUSE_PASSWORD, or an activation code with --code-stdin or $GATEHOUSE_ACTIVATION_CODE')
+    }
     const device = new GatehouseDevice({
       securityUrl: s.securityUrl, ca: s.ca, appId: stringOption(values, 'app') ?? 'demo-app',
       appVersion: stringOption(values, 'app-version') ?? '1.0.0', deviceId: stringOption(values, 'device-id') ?? `sim-${randomUUID().slice(0, 8)}`,
       ...(s.proxyUrl ? { proxyUrl: s.proxyUrl } : {}),
     })
     try {
-      const state = await device.enroll(user, password).catch(describeError)
+      const state = await device.enroll(user, { ...(password ? { password } : {}), ...(activationCode ? { activationCode } : {}) }).catch(describeError)
       await saveState(s.state, state)
       stdout.write(`enrolled ${state.appId} on ${state.deviceId} for ${state.userName}; state in ${s.state}\n`)
     } finally {
@@ -102,25 +109,60 @@ export const deviceRequest: Command = {
       if (i <= 0) throw new UsageError(`--header must be "name: value", got "${h}"`)
       return [h.slice(0, i).trim(), h.slice(i + 1).trim()]
     })
+    // A file streams both ways (any size, never held whole); --data goes in one envelope.
     const dataFile = stringOption(values, 'data-file')
-    const body = dataFile ? await readFile(dataFile) : stringOption(values, 'data')
+    const body = dataFile ? undefined : stringOption(values, 'data')
     const device = new GatehouseDevice({
       securityUrl: s.securityUrl, ca: s.ca, appId: enrollment.appId, appVersion: enrollment.appVersion, deviceId: enrollment.deviceId,
       enrollment, ...(s.proxyUrl ? { proxyUrl: s.proxyUrl } : {}),
+      onCommand: (c) => { stdout.write(`device command received: ${describeCommand(c)}\n`) },
     })
     try {
-      const res = await device.request(method.toUpperCase(), reqPath, { headers, ...(body !== undefined ? { body } : {}) }).catch(describeError)
+      let res
+      try {
+        res = dataFile
+          ? await device.requestStream(method.toUpperCase(), reqPath, { headers, body: createReadStream(dataFile) })
+          : await device.request(method.toUpperCase(), reqPath, { headers, ...(body !== undefined ? { body } : {}) })
+      } catch (err) {
+        if (!(err instanceof DeviceCommandError)) return describeError(err)
+        // The SDK acknowledged it; the simulator carries it out on its own state.
+        if (err.command.kind === 'wipe' || err.command.kind === 'retire') {
+          await rm(s.state, { force: true })
+          stdout.write(`enrollment erased: removed ${s.state}\n`)
+        } else {
+          stdout.write('device locked: no session until an admin unlocks it\n')
+        }
+        return 1
+      }
       if (values.include) {
         stdout.write(`${res.status}\n${res.headers.map(([n, v]) => `${n}: ${v}`).join('\n')}\n\n`)
       }
-      stdout.write(res.body)
-      if (res.body.length && res.body[res.body.length - 1] !== 0x0a) stdout.write('\n')
+      let last: number | undefined
+      if (Buffer.isBuffer(res.body)) {
+        stdout.write(res.body)
+        last = res.body[res.body.length - 1]
+      } else {
+        try {
+          for await (const chunk of res.body as AsyncIterable<Buffer>) {
+            if (chunk.length === 0) continue
+            last = chunk[chunk.length - 1]
+            if (!stdout.write(chunk)) await new Promise((resolve) => stdout.once('drain', resolve))
+          }
+        } catch (err) {
+          return describeError(err)
+        }
+      }
+      if (last !== undefined && last !== 0x0a) stdout.write('\n')
       await device.closeSession().catch(() => undefined)
       return res.status >= 400 ? 1 : 0
     } finally {
       await device.close()
     }
   },
+}
+
+function describeCommand(c: DeviceCommand): string {
+  return `${c.kind}${c.appId ? ` of app ${c.appId}` : c.kind === 'wipe' ? ' of the whole device' : ''} (command ${c.id})`
 }
 
 export const deviceDemo: Command = {

@@ -1,29 +1,83 @@
-import type { GatehouseConfig } from '../../config/load.js'
+import type { Registry } from 'prom-client'
+import { loadConfig, type GatehouseConfig } from '../../config/load.js'
 import { DemoUpstream } from '../../demo/upstream.js'
 import type { Logger } from '../../observability/logger.js'
+import type { CertSummary } from '../../proxy/certCheck.js'
 import { proxyServerFromConfig } from '../../proxy/fromConfig.js'
+import { ConfigReloader, reloadableFromConfig } from '../../proxy/reload.js'
+import { ProxyThreads, workerCount } from '../../proxy/threads.js'
 import { securityServerFromConfig } from '../../security/fromConfig.js'
 import type { Command } from '../commands.js'
 import { ensureDemoUser } from '../demoUser.js'
-import { configAndLogger, ensureDevPki, untilSignal } from '../runtime.js'
+import { configAndLogger, ensureDevPki, onReloadSignal, untilSignal } from '../runtime.js'
 
 const drainOption = { drain: { type: 'string' as const } }
 
-function drainMs(values: Record<string, unknown>): number {
-  const v = Number(values.drain ?? 10)
-  return Number.isFinite(v) && v >= 0 ? v * 1000 : 10_000
+/** `--drain SECONDS` when given as a number >= 0, else proxy.drainSeconds. */
+function drainMs(values: Record<string, unknown>, config: GatehouseConfig): number {
+  const v = values.drain === undefined ? Number.NaN : Number(values.drain)
+  return Number.isFinite(v) && v >= 0 ? v * 1000 : config.proxy.drainSeconds * 1000
 }
 
 async function runSecurity(config: GatehouseConfig, log: Logger) {
-  const server = securityServerFromConfig(config, log)
+  const server = await securityServerFromConfig(config, log)
   await server.start()
   return server
 }
 
-async function runProxy(config: GatehouseConfig, log: Logger) {
-  const proxy = proxyServerFromConfig(config, log)
-  await proxy.start()
-  return proxy
+/** The proxy on `proxy.workers` threads (default: one per core), or in this thread when 1. */
+async function runProxy(config: GatehouseConfig, log: Logger): Promise<RunningProxy> {
+  const p = workerCount(config.proxy.workers) > 1 ? new ProxyThreads(config, log) : proxyServerFromConfig(config, log)
+  await p.start()
+  return {
+    port: p.port, adminPort: p.adminPort, registry: p.registry,
+    beginDrain: () => p.beginDrain(),
+    close: (ms) => p.close(ms),
+    // The threads check the certificates once and hand every worker the same options.
+    reloadConfig: (c) => (p instanceof ProxyThreads ? p.reload(c) : p.reload(reloadableFromConfig(c))),
+  }
+}
+
+interface RunningProxy {
+  port: number
+  adminPort: number
+  registry: Registry
+  beginDrain(): void
+  close(drainMs?: number): Promise<void>
+  /** Apply a validated configuration, or throw and change nothing (src/proxy/reload.ts). */
+  reloadConfig(config: GatehouseConfig): Promise<CertSummary[]>
+}
+
+/**
+ * SIGHUP reloads the proxy's configuration and certificates (src/proxy/reload.ts) from the file
+ * it started with; the returned reloader holds the configuration in use.
+ */
+function reloadOnSighup(proxy: RunningProxy, config: GatehouseConfig, log: Logger, values: Record<string, unknown>): ConfigReloader {
+  const reloader = new ConfigReloader({
+    target: { reload: (c) => proxy.reloadConfig(c) }, registry: proxy.registry, log, initial: config,
+    load: () => loadConfig(typeof values.config === 'string' ? values.config : undefined),
+  })
+  onReloadSignal(() => {
+    log.info({ event: 'sighup' }, 'SIGHUP: reloading configuration and certificates')
+    void reloader.reload()
+  })
+  return reloader
+}
+
+/**
+ * Stop a proxy the way a load balancer needs it: /readyz fails first while requests are still
+ * served for proxy.shutdownDelayMs (longer than the balancer's detection time), then the port
+ * closes and in-flight requests get the drain window.
+ */
+async function stopProxy(proxy: RunningProxy, config: GatehouseConfig, log: Logger, values: Record<string, unknown>): Promise<void> {
+  const delayMs = config.proxy.shutdownDelayMs
+  proxy.beginDrain()
+  if (delayMs > 0) {
+    log.info({ shutdownDelayMs: delayMs }, 'proxy not ready: serving on until the load balancer has noticed')
+    await new Promise((resolve) => setTimeout(resolve, delayMs))
+  }
+  log.info('proxy draining')
+  await proxy.close(drainMs(values, config))
 }
 
 export const securityCommand: Command = {
@@ -53,9 +107,10 @@ export const proxyCommand: Command = {
     const proxy = await runProxy(config, log)
     log.info({ port: proxy.port, admin: proxy.adminPort }, 'proxy listening')
     stdout.write(`gatehouse proxy ready: https://${config.proxy.listen.host}:${proxy.port}, admin http://${config.proxy.admin.host}:${proxy.adminPort}\n`)
+    // `systemctl reload` (ExecReload=kill -HUP) reloads instead of ending the process (Node's default).
+    const reloader = reloadOnSighup(proxy, config, log, values)
     await untilSignal()
-    log.info('proxy draining')
-    await proxy.close(drainMs(values))
+    await stopProxy(proxy, reloader.current, log, values)
   },
 }
 
@@ -74,13 +129,14 @@ export const startCommand: Command = {
     await upstream.start()
     const security = await runSecurity(config, log)
     const proxy = await runProxy(config, log)
+    const reloader = reloadOnSighup(proxy, config, log, values)
     const ms = Math.round(performance.now() - started)
     log.info({ startupMs: ms }, 'gatehouse ready')
     const p = config.proxy, s = config.security
     stdout.write([
       '',
       `Gatehouse is ready (started in ${ms} ms).`,
-      `  proxy (devices)       https://localhost:${proxy.port}   routes: ${p.routes.map((r) => `${r.prefix} → ${r.upstream}`).join(', ')}`,
+      `  proxy (devices)       https://localhost:${proxy.port}   routes: ${p.routes.map((r) => `${r.prefix} → ${r.upstream ?? r.upstreams?.join(' | ')}`).join(', ')}`,
       `  security (devices)    https://localhost:${security.ports.device}`,
       `  security (proxy API)  https://localhost:${security.ports.proxyApi}   mutual TLS`,
       `  metrics               http://${p.admin.host}:${proxy.adminPort}/metrics   http://${s.admin.host}:${security.ports.admin}/metrics`,
@@ -93,7 +149,7 @@ export const startCommand: Command = {
     ].join('\n'))
     await untilSignal()
     stdout.write('Stopping…\n')
-    await proxy.close(drainMs(values))
+    await stopProxy(proxy, reloader.current, log, values)
     await Promise.all([security.close(), upstream.close()])
     stdout.write('Stopped.\n')
   },

@@ -65,7 +65,8 @@ function promptHidden(ctx: CommandContext, question: string): Promise<string> {
   })
 }
 
-async function readPassword(ctx: CommandContext): Promise<string> {
+/** The password from --password-stdin, $GATEHOUSE_PASSWORD or a prompt (also used by `admin add`). */
+export async function readPassword(ctx: CommandContext): Promise<string> {
   if (flag(ctx.values, 'password-stdin')) {
     const line = await readFirstLine(ctx.stdin)
     if (line.length === 0) throw new UsageError('--password-stdin: standard input has no password on its first line')
