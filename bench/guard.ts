@@ -27,6 +27,8 @@ const t0 = performance.now()
 const load0 = os.loadavg()
 const rows: Row[] = []
 const w = await startWorld()
+// Ctrl-C: stop the processes started (nginx, proxies, upstream) before leaving.
+process.once('SIGINT', () => { void w.stop().finally(() => process.exit(130)) })
 try {
   const dev = await enrolledDevice(w, { deviceId: 'guard-1' })
   const mail = await enrolledDevice(w, { appId: 'mail', deviceId: 'BENCHPHONE1' })

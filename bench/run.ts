@@ -51,6 +51,8 @@ async function step(name: string, f: () => Promise<Row[]>): Promise<void> {
 }
 
 const main = await startWorld({ secondProxy: only.has('revocation'), proxyNodeArgs })
+// Ctrl-C: stop the processes started (nginx, proxies, upstream) before leaving.
+process.once('SIGINT', () => { void main.stop().finally(() => process.exit(130)) })
 try {
   log(`started (nginx ${main.nginxVersion ?? 'missing'})`)
   const dev = await enrolledDevice(main, { deviceId: 'bench-1' })
@@ -58,7 +60,7 @@ try {
   await mail.device.close()
   if ((await dev.device.request('POST', '/app/echo', { body: 'x' })).status !== 200) throw new Error('the /app/ route does not answer 200 through Gatehouse')
   // Idle connections first: the proxies' RSS is then that of a fresh process, not of a heap grown by the load runs.
-  if (only.has('idle')) await step('idle connections', () => idleScenario(main, dev, s))
+  if (only.has('idle')) await step('idle connections', () => idleScenario(main, dev, s, log))
   if (only.has('payload')) {
     await step('1 KiB round trip', () => payloadScenario(main, dev, s, 1024, '1 KiB'))
     await step('16 KiB round trip', () => payloadScenario(main, dev, s, 16 * 1024, '16 KiB'))

@@ -27,7 +27,12 @@ export function goals(rows: RowWithRatios[]): Goal[] {
   const a = idleGh?.extra?.perConnKiB
   const b = idleNx?.extra?.perConnKiB
   const idleRatio = typeof a === 'number' && typeof b === 'number' ? a / b : undefined
-  out.push({ name: 'idle TLS connection memory ÷ nginx', key: 'idle_mem_vs_nginx', value: idleRatio, target: '< 1', met: idleRatio === undefined ? undefined : idleRatio < 1, detail: idleRatio === undefined ? 'not measured' : `${Number(a).toFixed(1)} KiB vs ${Number(b).toFixed(1)} KiB per connection (${idleRatio.toFixed(2)}×)` })
+  // Met only when Gatehouse held as many connections as nginx: less memory for fewer connections is no win.
+  const heldAll = idleGh?.extra?.open !== undefined && idleGh.extra.open === idleNx?.extra?.open
+  out.push({
+    name: 'idle TLS connection memory ÷ nginx', key: 'idle_mem_vs_nginx', value: idleRatio, target: '< 1, all held', met: idleRatio === undefined ? undefined : idleRatio < 1 && heldAll,
+    detail: idleRatio === undefined ? 'not measured' : `${Number(a).toFixed(1)} KiB vs ${Number(b).toFixed(1)} KiB per open connection (${idleRatio.toFixed(2)}×); held ${String(idleGh?.extra?.open)} vs ${String(idleNx?.extra?.open)}`,
+  })
   const rev = rows.find((r) => r.scenario.startsWith('revocation') && r.status === 'ok')
   out.push({ name: 'revocation at every proxy, p99', key: 'revocation_p99_ms', value: rev?.p99, target: '< 1000 ms', met: rev?.p99 === undefined ? undefined : rev.p99 < 1000, detail: rev?.p99 === undefined ? 'not measured' : `${rev.p99.toFixed(1)} ms` })
   return out

@@ -9,6 +9,7 @@ import tls from 'node:tls'
 class ResponseReader {
   private buf: Buffer = Buffer.alloc(0)
   private waiting: { resolve: (status: number) => void; reject: (e: Error) => void } | undefined
+  private closed: Error | undefined
 
   constructor(private readonly socket: tls.TLSSocket) {
     socket.on('data', (d: Buffer) => {
@@ -16,17 +17,24 @@ class ResponseReader {
       this.check()
     })
     const fail = (e?: Error) => {
+      this.closed = e ?? new Error('connection closed before the response ended')
       const w = this.waiting
       this.waiting = undefined
-      w?.reject(e ?? new Error('connection closed before the response ended'))
+      w?.reject(this.closed)
     }
     socket.on('error', fail)
     socket.on('close', () => fail())
   }
 
-  next(): Promise<number> {
+  /** The next response's status; rejects when the connection closes first or after `timeoutMs`. */
+  next(timeoutMs = 30_000): Promise<number> {
+    if (this.closed) return Promise.reject(this.closed)
     return new Promise((resolve, reject) => {
-      this.waiting = { resolve, reject }
+      const t = setTimeout(() => {
+        this.waiting = undefined
+        reject(new Error('no response in time'))
+      }, timeoutMs)
+      this.waiting = { resolve: (s) => { clearTimeout(t); resolve(s) }, reject: (e) => { clearTimeout(t); reject(e) } }
       this.check()
     })
   }
@@ -65,11 +73,12 @@ export function httpRequest(method: string, target: string, headers: Record<stri
   return body ? Buffer.concat([head, body]) : head
 }
 
-export function connect(port: number, ca: Buffer): Promise<tls.TLSSocket> {
+export function connect(port: number, ca: Buffer, timeoutMs = 30_000): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca })
-    s.once('secureConnect', () => { s.removeListener('error', reject); resolve(s) })
-    s.once('error', reject)
+    const t = setTimeout(() => { s.destroy(); reject(new Error('TLS handshake timed out')) }, timeoutMs)
+    s.once('secureConnect', () => { clearTimeout(t); s.removeListener('error', reject); resolve(s) })
+    s.once('error', (e) => { clearTimeout(t); reject(e) })
   })
 }
 

@@ -79,6 +79,11 @@ export class RequestStream {
     this.capBytes = o.capBytes ?? STREAM_BUFFER_CAP_BYTES
   }
 
+  /** True once the FINAL record arrived: what may follow on the wire is only HTTP framing. */
+  get envelopeComplete(): boolean {
+    return this.decoder.done
+  }
+
   /** True once the upstream request was started (it has to be abandoned on failure). */
   get upstreamStarted(): boolean {
     return this.started

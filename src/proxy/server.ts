@@ -103,6 +103,8 @@ interface Exchange {
   responding: boolean
   /** The request body was read to its end. */
   bodyDone: boolean
+  /** Streamed requests: true once the envelope's FINAL record arrived (the rest is HTTP framing). */
+  envelopeDone?: () => boolean
   /** Reading the body is paused (uWS res.pause) until the upstream takes what waits. */
   paused: boolean
 }
@@ -516,6 +518,7 @@ export class ProxyServer {
       },
     })
     x.cancel = () => rs.abort(new UpstreamError('request abandoned'))
+    x.envelopeDone = () => rs.envelopeComplete
     return rs
   }
 
@@ -576,7 +579,9 @@ export class ProxyServer {
       limit: this.o.limits.maxResponseBytes,
       head: x.method === 'HEAD',
       gone: () => x.finished,
-      keepAlive: () => x.bodyDone,
+      // The connection can carry the next request once the whole envelope is in, even if uWS has
+      // not yet reported the end of a chunked body: closing here raced the answer's last bytes.
+      keepAlive: () => x.bodyDone || (x.envelopeDone?.() ?? false),
       failed: (err) => {
         m.upstreamErrors.inc({ route: route.prefix, kind: kind(err) })
         this.fail(x, err, !x.bodyDone)

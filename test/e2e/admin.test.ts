@@ -64,7 +64,7 @@ describe('gatehouse admin + keys (end to end)', () => {
     const me = await api('/admin/v1/me', token)
     expect(me).toEqual({ status: 200, json: expect.objectContaining({ name: 'ops', role: 'admin' }) })
     expect((await api('/admin/v1/users', token)).status).toBe(200)
-    expect((await api('/admin/v1/users', `${token.slice(0, -1)}A`)).status).toBe(401)
+    expect((await api('/admin/v1/users', `${token.slice(0, -1)}${token.endsWith('A') ? 'B' : 'A'}`)).status).toBe(401)
 
     const list = await box.run(['admin', 'list', cfg])
     expect(list.stdout).toMatch(/^NAME\s+ROLE\s+CREATED\nops\s+admin\s+/)
