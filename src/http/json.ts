@@ -7,17 +7,29 @@ import { errorBody, GatehouseError, MalformedError, statusOf, TooLargeError, Uns
 
 /** Read and parse a JSON object body of at most `limit` bytes. */
 export function readJson(req: IncomingMessage, limit: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const type = req.headers['content-type'] ?? ''
-    if (!/^application\/json\s*(;|$)/i.test(type)) {
-      reject(new UnsupportedMediaTypeError('content-type must be application/json'))
-      req.resume()
-      return
+  const type = req.headers['content-type'] ?? ''
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    req.resume()
+    return Promise.reject(new UnsupportedMediaTypeError('content-type must be application/json'))
+  }
+  return readBody(req, limit).then((raw) => {
+    let v: unknown
+    try {
+      v = JSON.parse(raw.toString('utf8'))
+    } catch {
+      throw new MalformedError('body is not valid JSON')
     }
-    const declared = Number(req.headers['content-length'] ?? 0)
-    if (declared > limit) {
-      reject(new TooLargeError(`body over ${limit} bytes`))
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new MalformedError('body must be a JSON object')
+    return v as Record<string, unknown>
+  })
+}
+
+/** The raw request body, at most `limit` bytes: 413 beyond, by content-length or as it arrives. */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    if (Number(req.headers['content-length'] ?? 0) > limit) {
       req.resume()
+      reject(new TooLargeError(`body over ${limit} bytes`))
       return
     }
     const chunks: Buffer[] = []
@@ -38,19 +50,7 @@ export function readJson(req: IncomingMessage, limit: number): Promise<Record<st
       failed = true
     })
     req.on('end', () => {
-      if (failed) return
-      let v: unknown
-      try {
-        v = JSON.parse(Buffer.concat(chunks).toString('utf8'))
-      } catch {
-        reject(new MalformedError('body is not valid JSON'))
-        return
-      }
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) {
-        reject(new MalformedError('body must be a JSON object'))
-        return
-      }
-      resolve(v as Record<string, unknown>)
+      if (!failed) resolve(Buffer.concat(chunks, size))
     })
   })
 }

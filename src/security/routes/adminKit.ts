@@ -7,8 +7,8 @@
  *   one      → the object itself
  *   error    → { error: { code, message } }                  (message names the field)
  */
-import type { IncomingMessage } from 'node:http'
-import { MalformedError, TooLargeError } from '../../errors.js'
+import { MalformedError } from '../../errors.js'
+import { readBody } from '../../http/json.js'
 import { can, type AdminPrincipal, type Permission } from '../adminAuth.js'
 import type { RouteContext, RouteResult, RouteSpec } from '../router.js'
 import type { SecurityServices } from '../services.js'
@@ -189,32 +189,4 @@ export async function readAll<T>(fetch: (p: { limit: number; offset: number }) =
 
 
 /** The raw request body (uploads), at most `limit` bytes: 413 beyond, checked as it arrives. */
-export function readRawBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    if (Number(req.headers['content-length'] ?? 0) > limit) {
-      req.resume()
-      reject(new TooLargeError(`body over ${limit} bytes`))
-      return
-    }
-    const chunks: Buffer[] = []
-    let size = 0
-    let failed = false
-    req.on('data', (c: Buffer) => {
-      if (failed) return
-      size += c.length
-      if (size > limit) {
-        failed = true
-        reject(new TooLargeError(`body over ${limit} bytes`))
-        return
-      }
-      chunks.push(c)
-    })
-    req.on('error', (err) => {
-      if (!failed) reject(new MalformedError('request body could not be read', { cause: err }))
-      failed = true
-    })
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks))
-    })
-  })
-}
+export const readRawBody = readBody
