@@ -79,7 +79,7 @@ class Cdp {
 describe.skipIf(!CHROMIUM)('admin dashboard in headless Chromium', () => {
   let stack: Stack
   let c: AdminClient
-  let browser: ChildProcess
+  let browser: ChildProcess | undefined
   let profile: string
   let page: Cdp
 
@@ -89,14 +89,15 @@ describe.skipIf(!CHROMIUM)('admin dashboard in headless Chromium', () => {
     await c.addAdmin('root', 'admin')
     await stack.enrolledDevice()
     profile = mkdtempSync(path.join(os.tmpdir(), 'gh-chromium-'))
-    browser = spawn(CHROMIUM!, [
+    const proc = spawn(CHROMIUM!, [
       '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-extensions',
       '--remote-debugging-port=0', `--user-data-dir=${profile}`, '--ignore-certificate-errors', 'about:blank',
     ], { stdio: ['ignore', 'ignore', 'pipe'] })
+    browser = proc
     const wsUrl = await new Promise<string>((resolve, reject) => {
       let err = ''
       const timer = setTimeout(() => reject(new Error(`Chromium did not start: ${err}`)), 20_000)
-      browser.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
         err += d
         const m = /DevTools listening on (ws:\/\/\S+)/.exec(err)
         if (m) {
@@ -115,10 +116,16 @@ describe.skipIf(!CHROMIUM)('admin dashboard in headless Chromium', () => {
 
   afterAll(async () => {
     page?.close()
-    browser?.kill('SIGKILL')
+    // Wait for Chromium to be gone before removing its profile: its helper processes may still be
+    // writing there (ENOTEMPTY seen in CI); rmSync retries for what is left behind.
+    if (browser && browser.exitCode === null && browser.signalCode === null) {
+      const exited = new Promise<void>((resolve) => browser!.once('exit', () => resolve()))
+      browser.kill('SIGKILL')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+    }
     await c?.close()
     await stack?.close()
-    if (profile) rmSync(profile, { recursive: true, force: true })
+    if (profile) rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 })
   })
 
   it('signs in, shows the device, locks it with the button, shows the audit log, signs out', async () => {
