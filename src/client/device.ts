@@ -5,6 +5,8 @@
  *   const device = new GatehouseDevice({ securityUrl, ca, appId, appVersion, deviceId })
  *   await device.enroll('alice', password)          // once: per-app shared key
  *   const res = await device.request('GET', '/mail/inbox')   // opens a session when needed
+ *   const up = await device.requestStream('PUT', '/files/a.bin', { body: createReadStream(path) })
+ *   for await (const chunk of up.body) …                      // bodies of any size, both ways
  *
  * Sessions are re-opened transparently when the proxy answers 401 (expired or revoked session).
  * The enrollment (which holds the shared key) can be saved with `enrollmentState` and restored.

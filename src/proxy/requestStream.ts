@@ -178,6 +178,15 @@ export class RequestStream {
    */
   private balance(): void {
     if (this.over) return
+    if (this.decoder.done) {
+      // The whole envelope is in: what the device still sends is HTTP framing. Never leave the
+      // connection paused (it may carry the next request).
+      if (this.paused) {
+        this.paused = false
+        this.o.resumeDevice()
+      }
+      return
+    }
     const waiting = (this.body?.readableLength ?? 0) + this.heldBytes + this.opening
     if (waiting > this.capBytes) return this.fail(new UpstreamBackpressureError('the upstream reads the body more slowly than it arrives'))
     if (!this.paused && waiting > this.highWaterMark) {

@@ -74,7 +74,8 @@ export class ResponseStream implements ResponseSink {
   private writing = false
   /** Complete, failed or abandoned: nothing more happens. */
   private done = false
-  private readonly sealed: InOrder<Sealed>
+  /** Sealed records in order (made when the first body record is sealed: small answers never need it). */
+  private sealed: InOrder<Sealed> | undefined
   /** tryEnd mode: the envelope's exact size; undefined: chunked writes. */
   private total: number | undefined
   /** tryEnd mode: the bytes uWS did not take yet, and the write offset they start at. */
@@ -86,13 +87,7 @@ export class ResponseStream implements ResponseSink {
   private paused = false
   private closeAfter = false
 
-  constructor(private readonly o: ResponseStreamOptions) {
-    this.sealed = new InOrder(
-      (b) => this.write(b),
-      (err) => this.error(err instanceof Error ? err : new Error('seal failed')),
-      () => this.balance(),
-    )
-  }
+  constructor(private readonly o: ResponseStreamOptions) {}
 
   /** True once the status line was written. */
   get responding(): boolean {
@@ -130,7 +125,7 @@ export class ResponseStream implements ResponseSink {
   error(err: Error): void {
     if (this.done) return
     this.done = true
-    this.sealed.stop()
+    this.sealed?.stop()
     this.split.clear()
     if (this.o.gone()) return
     if (this.writing) this.o.cut(err)
@@ -141,7 +136,7 @@ export class ResponseStream implements ResponseSink {
   private stop(): void {
     if (this.done) return
     this.done = true
-    this.sealed.stop()
+    this.sealed?.stop()
     this.split.clear()
     this.flow?.abort(new UpstreamError('response abandoned'))
   }
@@ -170,6 +165,11 @@ export class ResponseStream implements ResponseSink {
   private seal(plaintext: Buffer, final: boolean): void {
     if (!this.writing) this.begin()
     const pool = this.o.pool
+    this.sealed ??= new InOrder<Sealed>(
+      (b) => this.write(b),
+      (err) => this.error(err instanceof Error ? err : new Error('seal failed')),
+      () => this.balance(),
+    )
     if (!pool?.takes(plaintext.length)) return this.sealed.add({ bytes: this.encoder!.record(plaintext, final), final })
     const r = pool.seal(this.encoder!.prepare(plaintext, final))
     this.sealed.add(r instanceof Promise ? r.then((bytes) => ({ bytes, final })) : { bytes: r, final })
@@ -250,7 +250,7 @@ export class ResponseStream implements ResponseSink {
   /** Pause the upstream while uWS is backpressured or the pool holds enough of our records. */
   private balance(): void {
     if (this.done || !this.flow) return
-    const full = !!this.pending || this.blocked || this.queue.length > 0 || this.sealed.pending >= MAX_SEALING
+    const full = !!this.pending || this.blocked || this.queue.length > 0 || (this.sealed?.pending ?? 0) >= MAX_SEALING
     if (full && !this.paused) {
       this.paused = true
       this.flow.pause()

@@ -401,8 +401,9 @@ export class ProxyServer {
       }
       const held = chunks
       chunks = []
-      for (const c of held) stream.push(c, false)
+      // Paused while the session was looked up; the stream pauses again itself if it must.
       this.resumeDevice(x)
+      for (const c of held) stream.push(c, false)
     }
     x.res.onData((chunk, isLast) => {
       if (failed || x.finished) return
@@ -590,11 +591,13 @@ export class ProxyServer {
       started: () => {
         x.responding = true
         this.watch.upstream(x, performance.now() - upstreamStarted)
-        // An answer before the whole body arrived: keep reading (bounded), so that the device can
-        // read the answer; the connection closes after it.
-        this.resumeDevice(x)
       },
-      finished: (status) => this.finish(x, status),
+      finished: (status) => {
+        this.finish(x, status)
+        // Answered before the whole body came in (the connection closes after the answer): stop
+        // handing the rest of the body to the upstream.
+        if (!x.bodyDone) x.cancel?.()
+      },
       cut: (err) => {
         m.upstreamErrors.inc({ route: route.prefix, kind: kind(err) })
         this.fail(x, err, true)

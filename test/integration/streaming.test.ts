@@ -292,9 +292,13 @@ describe('proxy: streamed bodies', () => {
     const n = 32 * MiB
     // Without pausing the device the proxy would buffer what the upstream has not read yet, up to
     // its cap (8 MiB), and then refuse the request with 503 GH_ERR_UPSTREAM_BACKPRESSURE.
-    const res = await dev.requestStream('POST', '/s/sink?readDelayMs=2', { body: Readable.from(patternChunks(n, 256 * KiB)) })
+    // One connection: the requests after the upload must travel on the connection it used.
+    const d = await stack.enrolledDevice({ connections: 1 })
+    const res = await d.requestStream('POST', '/s/sink?readDelayMs=2', { body: Readable.from(patternChunks(n, 256 * KiB)) })
     expect(res.status).toBe(200)
     expect(JSON.parse(await text(res.body))).toEqual({ bytes: n, sha256: patternSha256(n) })
+    // The last records came in while the device was paused: the connection must not stay paused.
+    for (let i = 0; i < 3; i++) expect((await d.request('GET', `/s/stream?n=${1000}`)).status).toBe(200)
   })
 
   it('64 MiB up and 64 MiB down: memory grows well under the body size, SHA-256 equal at both ends', async () => {
