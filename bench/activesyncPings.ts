@@ -3,14 +3,16 @@
  * its own process, through a real `gatehouse proxy` process (one event loop, `workers: 1`) gated by
  * a real `gatehouse security` process. Exchange holds every Ping until all N are held at once,
  * then `--hold` seconds more, then answers them all. Prints the proxy's RSS before, with all held
- * and after, per held Ping, and its open file descriptors.
+ * and after, per held Ping, its open file descriptors, and the connections Exchange saw.
  *
- * Usage: npm run bench:activesync [-- --pings 10000 --hold 10]
+ * Usage: npm run bench:activesync [-- --pings 10000 --hold 10 --http2]
  *
- * Every held Ping costs the proxy two sockets (the client's and one to Exchange), so the proxy
- * needs 2 × N file descriptors. The script re-executes itself with `ulimit -n` raised as far as
- * the hard limit allows (children inherit it); when even that is too low, it holds as many Pings
- * as fit and says so.
+ * Over HTTP/1.1 (default) every held Ping costs the proxy two sockets (the client's and one to
+ * Exchange), so the proxy needs 2 × N file descriptors. With --http2 the fake Exchange serves
+ * HTTP/2 over TLS (the development PKI's server certificate) and the proxy has
+ * `upstreamHttp2: true`: held Pings share connections (100 per connection), so N + N/100. The
+ * script re-executes itself with `ulimit -n` raised as far as the hard limit allows (children
+ * inherit it); when even that is too low, it holds as many Pings as fit and says so.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -34,14 +36,16 @@ if (process.env.GH_BENCH_ULIMIT === undefined) {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { pings: { type: 'string', default: '10000' }, hold: { type: 'string', default: '10' } } })
+  const { values } = parseArgs({ options: { pings: { type: 'string', default: '10000' }, hold: { type: 'string', default: '10' }, http2: { type: 'boolean', default: false } } })
   const limit = Number(process.env.GH_BENCH_ULIMIT)
   const asked = Number(values.pings)
-  // Proxy: two sockets per held Ping, plus listeners, the control plane, logs, libraries.
-  const fits = Number.isFinite(limit) ? Math.floor((limit - 100) / 2) : asked
+  const http2 = values.http2
+  // Proxy: two sockets per held Ping over HTTP/1.1 (one and 1/100 over HTTP/2), plus listeners, the control plane, logs, libraries.
+  const perPing = http2 ? 1.01 : 2
+  const fits = Number.isFinite(limit) ? Math.floor((limit - 100) / perPing) : asked
   const n = Math.min(asked, fits)
   const holdMs = Number(values.hold) * 1000
-  console.log(`open files limit ${limit}; ${asked} Pings asked${n < asked ? `, ${n} fit (2 sockets per held Ping in the proxy)` : ''}; all held at once for ${holdMs / 1000} s`)
+  console.log(`${http2 ? 'HTTP/2' : 'HTTP/1.1'} to Exchange; open files limit ${limit}; ${asked} Pings asked${n < asked ? `, ${n} fit (${perPing} sockets per held Ping in the proxy)` : ''}; all held at once for ${holdMs / 1000} s`)
 
   const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-eas-'))
   const ports = {
@@ -64,16 +68,20 @@ proxy:
   workers: 1
   activeSync:
     enabled: true
-    upstream: http://127.0.0.1:${ports.exchange}
     maxHoldSeconds: 3600
-    upstreamConnections: ${n + 100}
+${http2 ? `    upstream: https://127.0.0.1:${ports.exchange}
+    upstreamCa: certs/ca.crt
+    upstreamHttp2: true` : `    upstream: http://127.0.0.1:${ports.exchange}
+    upstreamConnections: ${n + 100}`}
 `)
   const children: ChildProcess[] = []
   try {
     execFileSync(process.execPath, [CLI, 'users', 'add', 'alice', '--password-stdin', '--config', 'gatehouse.yaml'], { cwd: dir, input: `${userPassword}\n`, stdio: ['pipe', 'ignore', 'inherit'] })
-    const fakeMain = path.join(path.dirname(SELF), 'fakeExchangeMain.js')
-    children.push(await spawnReady([fakeMain, String(ports.exchange), String(ports.stats), 'alice', mailPassword], dir, 'fake exchange ready'))
+    // The security server creates the development PKI (certs/): with --http2 the fake Exchange uses its server certificate.
     children.push(await spawnReady([CLI, 'security', '--config', 'gatehouse.yaml'], dir, 'security server ready'))
+    const fakeMain = path.join(path.dirname(SELF), 'fakeExchangeMain.js')
+    const tlsArgs = http2 ? [path.join(dir, 'certs/server.crt'), path.join(dir, 'certs/server.key')] : []
+    children.push(await spawnReady([fakeMain, String(ports.exchange), String(ports.stats), 'alice', mailPassword, ...tlsArgs], dir, 'fake exchange ready'))
     const proxy = await spawnReady([CLI, 'proxy', '--config', 'gatehouse.yaml'], dir, 'gatehouse proxy ready')
     children.push(proxy)
 
@@ -127,7 +135,7 @@ proxy:
       s = await stats(ports.stats)
     }
     const allHeldMs = Date.now() - started
-    const held = { rss: rssOf(proxy.pid!), fds: fdsOf(proxy.pid!), count: s.inFlight }
+    const held = { rss: rssOf(proxy.pid!), fds: fdsOf(proxy.pid!), count: s.inFlight, upstream: s.connections }
     await new Promise((r) => setTimeout(r, holdMs))
     const stillHeld = (await stats(ports.stats)).inFlight
     await fetch(`http://127.0.0.1:${ports.stats}/`, { method: 'POST' })
@@ -141,11 +149,11 @@ proxy:
 
     const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`
     console.log('')
-    console.log(`| held Pings (all at once) | proxy RSS before | with all held | per held Ping | peak | 2 s after the clients left | proxy fds with all held | all held after | still held ${holdMs / 1000} s later |`)
-    console.log('|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
-    console.log(`| ${held.count} | ${mib(before.rss)} | ${mib(held.rss)} | ${((held.rss - before.rss) / held.count / 1024).toFixed(1)} KiB | ${mib(peakRss)} | ${mib(after.rss)} | ${held.fds} | ${(allHeldMs / 1000).toFixed(1)} s | ${stillHeld} |`)
+    console.log(`| to Exchange | held Pings (all at once) | proxy RSS before | with all held | per held Ping | peak | 2 s after the clients left | proxy fds with all held | connections to Exchange with all held | all held after | still held ${holdMs / 1000} s later |`)
+    console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    console.log(`| ${http2 ? 'HTTP/2' : 'HTTP/1.1'} | ${held.count} | ${mib(before.rss)} | ${mib(held.rss)} | ${((held.rss - before.rss) / held.count / 1024).toFixed(1)} KiB | ${mib(peakRss)} | ${mib(after.rss)} | ${held.fds} | ${held.upstream} | ${(allHeldMs / 1000).toFixed(1)} s | ${stillHeld} |`)
     console.log('')
-    console.log(`answered 200: ${ok}/${n}${failures.size ? `; failures: ${JSON.stringify(Object.fromEntries(failures))}` : ''}; all answered ${(total / 1000).toFixed(1)} s after the first was sent; Exchange saw ${fake.requests} requests, at most ${fake.maxInFlight} at once, ${fake.aborted} abandoned; fake Exchange RSS ${mib(fake.rss)}; proxy fds before ${before.fds}, after ${after.fds}`)
+    console.log(`answered 200: ${ok}/${n}${failures.size ? `; failures: ${JSON.stringify(Object.fromEntries(failures))}` : ''}; all answered ${(total / 1000).toFixed(1)} s after the first was sent; Exchange saw ${fake.requests} requests, at most ${fake.maxInFlight} at once, ${fake.aborted} abandoned, ${fake.connectionsTotal} connections (at most ${fake.maxConnections} at once); fake Exchange RSS ${mib(fake.rss)}; proxy fds before ${before.fds}, after ${after.fds}`)
     if (ok !== n) process.exitCode = 1
   } finally {
     await Promise.all(children.map(stop))
@@ -162,9 +170,11 @@ function fdsOf(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length
 }
 
-async function stats(port: number): Promise<{ requests: number; inFlight: number; maxInFlight: number; aborted: number; rss: number }> {
+interface FakeStats { requests: number; inFlight: number; maxInFlight: number; aborted: number; connections: number; maxConnections: number; connectionsTotal: number; rss: number }
+
+async function stats(port: number): Promise<FakeStats> {
   const res = await fetch(`http://127.0.0.1:${port}/`)
-  return (await res.json()) as { requests: number; inFlight: number; maxInFlight: number; aborted: number; rss: number }
+  return (await res.json()) as FakeStats
 }
 
 async function spawnReady(args: string[], cwd: string, ready: string): Promise<ChildProcess> {

@@ -29,9 +29,16 @@ function sealed(body: Buffer, seq: number): Buffer {
   return Buffer.concat([enc.preamble, enc.record(head, false), ...enc.body(body)])
 }
 
+/** Head and body joined in one record (FLAG_JOINED), as the SDK sends small requests. */
+function sealedJoined(body: Buffer, seq: number): Buffer {
+  const enc = new EnvelopeEncoder({ kind: 'request', sessionId, requestLine: 'POST /app/echo', key, seq, timestampMs: Date.now() })
+  return Buffer.concat([enc.preamble, enc.joined(head, body, true)])
+}
+
 const kib1 = randomBytes(1024)
 const kib16 = randomBytes(16 * 1024)
 const sealed1 = sealed(kib1, 1)
+const joined1 = sealedJoined(kib1, 1)
 const sealed16 = sealed(kib16, 1)
 let seq = 0
 const window = new ReplayWindow(1024)
@@ -50,6 +57,13 @@ const tasks: [string, () => unknown][] = [
   ['envelope decode 1 KiB request', () => {
     const d = new EnvelopeDecoder({ kind: 'request', sessionId, requestLine: 'POST /app/echo', key })
     const r = d.push(sealed1)
+    d.end()
+    return r
+  }],
+  ['envelope encode 1 KiB request, joined', () => sealedJoined(kib1, ++seq)],
+  ['envelope decode 1 KiB request, joined', () => {
+    const d = new EnvelopeDecoder({ kind: 'request', sessionId, requestLine: 'POST /app/echo', key })
+    const r = d.push(joined1)
     d.end()
     return r
   }],

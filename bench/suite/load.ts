@@ -61,8 +61,11 @@ export interface BenchDevice {
   device: GatehouseDevice
   sessionId: string
   headers: Record<string, string>
-  /** A ring of envelopes sealed ahead; sealed on the fly once it runs out. */
-  sealer(method: string, target: string, body: Buffer | undefined, count: number): () => Buffer
+  /**
+   * A ring of envelopes sealed ahead; sealed on the fly once it runs out. Head and body joined in
+   * one record where they fit (as the SDK sends them) unless `joined` is false.
+   */
+  sealer(method: string, target: string, body: Buffer | undefined, count: number, joined?: boolean): () => Buffer
 }
 
 /** Enroll a device (password sign-in) and open a session. */
@@ -74,18 +77,18 @@ export async function enrolledDevice(w: World, o: { appId?: string; deviceId: st
   await device.enroll(USER, USER_PASSWORD)
   const session = await device.openSession()
   let seq = 1_000_000 // far above anything the SDK itself sends on this session
-  const sealOne = (method: string, target: string, body: Buffer | undefined) => {
+  const sealOne = (method: string, target: string, body: Buffer | undefined, joined = true) => {
     const s = device.currentSession!
-    return device.seal(s, ++seq, Date.now() + s.clockOffset, `${method} ${target}`, body ? { body, headers: [['content-type', 'application/octet-stream']] } : {})
+    return device.seal(s, ++seq, Date.now() + s.clockOffset, `${method} ${target}`, body ? { body, headers: [['content-type', 'application/octet-stream']], joined } : {})
   }
   return {
     device, sessionId: session.sessionId,
     headers: { [SESSION_HEADER]: session.sessionId, 'content-type': ENVELOPE_MEDIA_TYPE },
-    sealer(method, target, body, count) {
+    sealer(method, target, body, count, joined = true) {
       const ring: Buffer[] = []
-      for (let i = 0; i < count; i++) ring.push(sealOne(method, target, body))
+      for (let i = 0; i < count; i++) ring.push(sealOne(method, target, body, joined))
       let i = 0
-      return () => (i < ring.length ? ring[i++]! : sealOne(method, target, body))
+      return () => (i < ring.length ? ring[i++]! : sealOne(method, target, body, joined))
     },
   }
 }

@@ -55,6 +55,10 @@ export interface WorldOptions {
   seed?: (dir: string) => Promise<void>
   /** Extra node arguments for the Gatehouse proxy process (BENCH_NODE_ARGS, e.g. --cpu-prof). */
   proxyNodeArgs?: string[]
+  /** Extra node arguments for the second proxy process (bench/ab.ts). */
+  secondProxyNodeArgs?: string[]
+  /** Another build's CLI for the second proxy process (bench/ab.ts: old code against new); default this build's. */
+  secondProxyCli?: string
 }
 
 export function nginxVersion(): string | undefined {
@@ -142,7 +146,7 @@ security:
     started.push(gatehouse)
     let gatehouse2: Spawned | undefined
     if (o.secondProxy) {
-      gatehouse2 = await spawnReady('gatehouse2', node, [CLI, 'proxy', '--config', 'gatehouse2.yaml'], { cwd: dir, ready: 'gatehouse proxy ready', core: PROXY_CORE })
+      gatehouse2 = await spawnReady('gatehouse2', node, [...(o.secondProxyNodeArgs ?? []), o.secondProxyCli ?? CLI, 'proxy', '--config', 'gatehouse2.yaml'], { cwd: dir, ready: 'gatehouse proxy ready', core: PROXY_CORE })
       started.push(gatehouse2)
     }
     const cert = path.join(dir, 'certs/server.crt')

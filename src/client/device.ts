@@ -22,7 +22,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { TruncatedError } from '../errors.js'
 import { fromBase64url } from '../protocol/bytes.js'
 import { ENVELOPE_MEDIA_TYPE, NONCE_BYTES, SESSION_HEADER } from '../protocol/constants.js'
-import { EnvelopeDecoder, EnvelopeEncoder } from '../protocol/envelope.js'
+import { EnvelopeDecoder, EnvelopeEncoder, fitsJoined } from '../protocol/envelope.js'
 import { decodeResponseHead, encodeRequestHead, type HeaderList } from '../protocol/head.js'
 import { openResponse, sealRequest, type BodySource } from './envelopeStreams.js'
 import {
@@ -435,13 +435,19 @@ export class GatehouseDevice {
     }
   }
 
-  /** Build the sealed request bytes (exposed for tests and the simulator's hostile modes). */
-  seal(s: { sessionId: string; c2s: Buffer }, seq: number, timestampMs: number, requestLine: string, opts: { headers?: HeaderList; body?: Buffer | string }): Buffer {
+  /**
+   * Build the sealed request bytes (exposed for tests and the simulator's hostile modes). A body
+   * that fits one record with the head goes joined to it (FLAG_JOINED: one record, half the
+   * AES-GCM work on both sides) unless `joined: false`. A request without a body is joined too
+   * (2 bytes more): that tells the proxy to answer joined, and most GETs' answers are small.
+   */
+  seal(s: { sessionId: string; c2s: Buffer }, seq: number, timestampMs: number, requestLine: string, opts: { headers?: HeaderList; body?: Buffer | string; joined?: boolean }): Buffer {
     const body = typeof opts.body === 'string' ? Buffer.from(opts.body) : opts.body ?? Buffer.alloc(0)
     const enc = new EnvelopeEncoder({ kind: 'request', sessionId: s.sessionId, requestLine, key: s.c2s, seq, timestampMs })
-    const parts = [enc.preamble, enc.record(encodeRequestHead({ headers: opts.headers ?? [] }), body.length === 0)]
-    if (body.length) parts.push(...enc.body(body))
-    return Buffer.concat(parts)
+    const head = encodeRequestHead({ headers: opts.headers ?? [] })
+    if (opts.joined !== false && fitsJoined(head.length, body.length)) return Buffer.concat([enc.preamble, enc.joined(head, body, true)])
+    if (body.length === 0) return Buffer.concat([enc.preamble, enc.record(head, true)])
+    return Buffer.concat([enc.preamble, enc.record(head, false), ...enc.body(body)])
   }
 
   /** The current session's keys (tests use them to craft hostile envelopes). */

@@ -149,11 +149,14 @@ const activeSync = f.object('ActiveSync gateway: native mail clients (iOS Mail, 
   gateCacheSeconds: f.int('How long an "allowed" answer about a device is trusted before the security server is asked again (refusals: at most 5 s). Pushed revocations drop answers at once.', { default: 60, min: 1, max: 3600 }),
   gateCacheMaxEntries: f.int('Most (user, device) answers held; the least recently used is evicted.', { default: 100_000, min: 1, max: 10_000_000 }),
   maxBodyBytes: f.int('Largest request body (413 above). Bodies are streamed, never held whole.', { default: 64 * 1024 * 1024, min: 1024, max: 1024 ** 3 }),
-  upstreamConnections: f.int('Most keep-alive connections to Exchange per proxy thread. Every held Ping holds one: size it for the mail clients online at once.', { default: 10_000, min: 1, max: 1_000_000 }),
+  upstreamConnections: f.int('Most keep-alive connections to Exchange per proxy thread. Over HTTP/1.1 every held Ping holds one: size it for the mail clients online at once. Over HTTP/2 each carries up to `upstreamMaxStreams` requests.', { default: 10_000, min: 1, max: 1_000_000 }),
+  upstreamHttp2: f.bool('Speak HTTP/2 to Exchange (https upstream only; Exchange must select h2 by ALPN, as IIS on Windows Server 2016 and later does). Requests share connections, so a held Ping costs the proxy one socket (the client\'s) instead of two. A connection on which Exchange does not select h2 is refused (502).', false),
+  upstreamMaxStreams: f.int('With `upstreamHttp2`: most requests at once on one HTTP/2 connection to Exchange. Keep it at or below the SETTINGS_MAX_CONCURRENT_STREAMS your Exchange announces (RFC 9113 recommends servers allow at least 100); requests above it would wait.', { default: 100, min: 1, max: 1000 }),
 }, {
   check(a, path) {
     if (a.enabled && a.upstream === undefined) configFail(`${path}.upstream`, 'is required when enabled is true')
     if (a.upstreamCa !== undefined && a.upstream !== undefined && !a.upstream.startsWith('https:')) configFail(`${path}.upstreamCa`, 'needs an https upstream')
+    if (a.upstreamHttp2 && a.upstream !== undefined && !a.upstream.startsWith('https:')) configFail(`${path}.upstreamHttp2`, 'needs an https upstream (HTTP/2 is negotiated over TLS)')
   },
 })
 

@@ -27,7 +27,15 @@ export const DIRECTION_S2C = 0x02
 
 export const FLAG_FINAL = 0x01
 export const FLAG_HEAD = 0x02
-export const FLAGS_KNOWN = FLAG_FINAL | FLAG_HEAD
+/**
+ * On a head record only: the plaintext is `u16 head length || head || body bytes` (docs/protocol.md
+ * §7.2). One record instead of two for a small message: half the AES-GCM operations. A response
+ * is joined only when its request's head record was (a sender of JOINED reads it).
+ */
+export const FLAG_JOINED = 0x04
+export const FLAGS_KNOWN = FLAG_FINAL | FLAG_HEAD | FLAG_JOINED
+/** Bytes of the head-length prefix of a joined head record. */
+export const JOINED_PREFIX_LENGTH = 2
 
 /** Session ids are 16 random bytes (128 bits), base64url without padding: 22 characters. */
 export const SESSION_ID_BYTES = 16

@@ -33,7 +33,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { DecryptError, MalformedError, TooLargeError, TruncatedError } from '../errors.js'
 import {
-  DIRECTION_C2S, DIRECTION_S2C, FLAG_FINAL, FLAG_HEAD, FLAGS_KNOWN, KIND_REQUEST, KIND_RESPONSE,
+  DIRECTION_C2S, DIRECTION_S2C, FLAG_FINAL, FLAG_HEAD, FLAG_JOINED, FLAGS_KNOWN, JOINED_PREFIX_LENGTH, KIND_REQUEST, KIND_RESPONSE,
   MAGIC_0, MAGIC_1, MAX_RECORD_PLAINTEXT, NONCE_LENGTH, PROTOCOL_VERSION, RECORD_HEADER_LENGTH,
   REQUEST_PREAMBLE_LENGTH, RESPONSE_PREAMBLE_LENGTH, RESPONSE_SALT_LENGTH, TAG_LENGTH,
 } from './constants.js'
@@ -68,6 +68,18 @@ export interface DecodedRecord {
 }
 
 /**
+ * Split the plaintext of a joined head record (FLAG_JOINED) into the head and the body bytes it
+ * carries. Throws MalformedError when the head length runs past the record.
+ */
+export function splitJoined(plaintext: Buffer): [head: Buffer, body: Buffer] {
+  if (plaintext.length < JOINED_PREFIX_LENGTH) throw new MalformedError('joined head record shorter than its length prefix')
+  const headLength = plaintext.readUInt16BE(0)
+  const end = JOINED_PREFIX_LENGTH + headLength
+  if (end > plaintext.length) throw new MalformedError('joined head length runs past the record')
+  return [plaintext.subarray(JOINED_PREFIX_LENGTH, end), plaintext.subarray(end)]
+}
+
+/**
  * One record's AES-256-GCM seal, detached from its encoder so that it can run elsewhere (a crypto
  * worker pool): every buffer is the job's own. `sealRecordJob` gives the whole record bytes.
  */
@@ -94,6 +106,8 @@ export interface OpenJob {
 export interface FramedRecord {
   index: number
   head: boolean
+  /** A joined head record: once opened, split it with splitJoined(). */
+  joined: boolean
   final: boolean
   length: number
   job: OpenJob
@@ -163,6 +177,11 @@ export function openRecordJob(job: OpenJob): Buffer | null {
 }
 
 /** Writes one envelope: a preamble, then records, each sealed as it is produced. */
+/** Whether a head and body of these sizes fit one joined head record. */
+export function fitsJoined(headLength: number, bodyLength: number): boolean {
+  return headLength <= 0xffff && JOINED_PREFIX_LENGTH + headLength + bodyLength <= MAX_RECORD_PLAINTEXT
+}
+
 export class EnvelopeEncoder {
   readonly preamble: Buffer
   private readonly key: Buffer
@@ -200,18 +219,37 @@ export class EnvelopeEncoder {
 
   /** Seal one record. The first record is the head; `final` marks the last one. */
   record(plaintext: Buffer, final: boolean): Buffer {
-    const flags = this.flagsFor(plaintext, final)
+    return this.sealParts(this.flagsFor(plaintext.length, final), plaintext.length, plaintext, undefined, undefined)
+  }
+
+  /**
+   * The head record with the body bytes joined to it (FLAG_JOINED): one record instead of two.
+   * Only as the first record, and only when `2 + head + body` fit in one record (fitsJoined).
+   */
+  joined(head: Buffer, body: Buffer, final: boolean): Buffer {
+    if (this.index !== 0) throw new Error('only the head record can be joined')
+    if (!fitsJoined(head.length, body.length)) throw new RangeError('head and body do not fit one joined record')
+    const prefix = Buffer.allocUnsafe(JOINED_PREFIX_LENGTH)
+    prefix.writeUInt16BE(head.length, 0)
+    const length = JOINED_PREFIX_LENGTH + head.length + body.length
+    return this.sealParts(this.flagsFor(length, final) | FLAG_JOINED, length, prefix, head, body)
+  }
+
+  /** Seal up to three plaintext parts as one record (GCM update per part: no concatenation). */
+  private sealParts(flags: number, length: number, a: Buffer, b: Buffer | undefined, c: Buffer | undefined): Buffer {
     this.aad[this.aad.length - 1] = flags
     const cipher = createCipheriv('aes-256-gcm', this.key, nonceFor(this.p.seq, this.index, this.nonce), { authTagLength: TAG_LENGTH })
     cipher.setAAD(this.aad)
-    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + plaintext.length + TAG_LENGTH)
+    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + length + TAG_LENGTH)
     out[0] = flags
-    out.writeUIntBE(plaintext.length, 1, 3)
-    const n = cipher.update(plaintext).copy(out, RECORD_HEADER_LENGTH)
+    out.writeUIntBE(length, 1, 3)
+    let n = RECORD_HEADER_LENGTH + cipher.update(a).copy(out, RECORD_HEADER_LENGTH)
+    if (b !== undefined && b.length > 0) n += cipher.update(b).copy(out, n)
+    if (c !== undefined && c.length > 0) n += cipher.update(c).copy(out, n)
     cipher.final()
-    cipher.getAuthTag().copy(out, RECORD_HEADER_LENGTH + n)
+    cipher.getAuthTag().copy(out, n)
     this.index++
-    if (final) this.finished = true
+    if ((flags & FLAG_FINAL) !== 0) this.finished = true
     return out
   }
 
@@ -220,7 +258,7 @@ export class EnvelopeEncoder {
    * for sealing elsewhere. Records must still be written in the order they were prepared.
    */
   prepare(plaintext: Buffer, final: boolean): SealJob {
-    const flags = this.flagsFor(plaintext, final)
+    const flags = this.flagsFor(plaintext.length, final)
     const aad = Buffer.from(this.aad)
     aad[aad.length - 1] = flags
     const header = Buffer.allocUnsafe(RECORD_HEADER_LENGTH)
@@ -232,9 +270,9 @@ export class EnvelopeEncoder {
     return job
   }
 
-  private flagsFor(plaintext: Buffer, final: boolean): number {
+  private flagsFor(length: number, final: boolean): number {
     if (this.finished) throw new Error('envelope already finished')
-    if (plaintext.length > MAX_RECORD_PLAINTEXT) throw new RangeError('record over 64 KiB')
+    if (length > MAX_RECORD_PLAINTEXT) throw new RangeError('record over 64 KiB')
     return (final ? FLAG_FINAL : 0) | (this.index === 0 ? FLAG_HEAD : 0)
   }
 
@@ -278,6 +316,7 @@ export class EnvelopeDecoder {
   private readonly nonce = Buffer.allocUnsafe(NONCE_LENGTH)
   private index = 0
   private finished = false
+  private joinedHead = false
 
   /**
    * @param requestTimestampMs response only: the timestamp the device sent with its request.
@@ -297,9 +336,26 @@ export class EnvelopeDecoder {
   }
 
   push(chunk: Buffer): DecodedRecord[] {
-    return this.consume(chunk, (record, flags, length, index) => ({
-      index, head: (flags & FLAG_HEAD) !== 0, final: (flags & FLAG_FINAL) !== 0, plaintext: this.open(record, flags, length, index),
-    }))
+    const out: DecodedRecord[] = []
+    this.consume(chunk, (record, flags, length, index) => {
+      const plaintext = this.open(record, flags, length, index)
+      const final = (flags & FLAG_FINAL) !== 0
+      if ((flags & FLAG_JOINED) === 0) {
+        out.push({ index, head: (flags & FLAG_HEAD) !== 0, final, plaintext })
+        return
+      }
+      // A joined head record reads as the head record and one body record; with an empty body
+      // that ends the envelope, as a head-only record (a GET).
+      const [head, body] = splitJoined(plaintext)
+      if (final && body.length === 0) out.push({ index, head: true, final: true, plaintext: head })
+      else out.push({ index, head: true, final: false, plaintext: head }, { index, head: false, final, plaintext: body })
+    })
+    return out
+  }
+
+  /** The head record was joined (FLAG_JOINED): the sender reads joined records too. */
+  get joined(): boolean {
+    return this.joinedHead
   }
 
   /**
@@ -312,7 +368,7 @@ export class EnvelopeDecoder {
       const aad = Buffer.from(this.aad!)
       aad[aad.length - 1] = flags
       const job = { key: this.key!, nonce: Buffer.from(nonceFor(this.preamble!.seq, index, this.nonce)), aad, record: Buffer.from(record), length }
-      return { index, head: (flags & FLAG_HEAD) !== 0, final: (flags & FLAG_FINAL) !== 0, length, job }
+      return { index, head: (flags & FLAG_HEAD) !== 0, joined: (flags & FLAG_JOINED) !== 0, final: (flags & FLAG_FINAL) !== 0, length, job }
     })
   }
 
@@ -333,6 +389,11 @@ export class EnvelopeDecoder {
         if (length > (this.p.maxRecordPlaintext ?? MAX_RECORD_PLAINTEXT)) throw new TooLargeError('record too large')
         const head = (flags & FLAG_HEAD) !== 0
         if (head !== (this.index === 0)) throw new MalformedError(head ? 'head flag on a body record' : 'first record is not a head record')
+        if ((flags & FLAG_JOINED) !== 0) {
+          if (!head) throw new MalformedError('joined flag on a body record')
+          if (length < JOINED_PREFIX_LENGTH) throw new MalformedError('joined head record shorter than its length prefix')
+          this.joinedHead = true
+        }
         const total = RECORD_HEADER_LENGTH + length + TAG_LENGTH
         if (this.buffered < total) break
         const record = this.take(total)

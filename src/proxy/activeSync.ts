@@ -22,7 +22,6 @@
 import { STATUS_CODES } from 'node:http'
 import { readFileSync } from 'node:fs'
 import type { Registry } from 'prom-client'
-import { Pool } from 'undici'
 import {
   AuthenticationError, ControlPlaneUnavailableError, DeviceBlockedError, DeviceNotEnrolledError, errorBody, GatehouseError, IdentityMismatchError,
   MalformedError, MethodNotAllowedError, statusOf, TooLargeError, UnavailableError,
@@ -33,6 +32,7 @@ import { ActiveSyncGate, gateKey, gateRevocationMatches, type GateAnswer, type G
 import { activeSyncMetrics, type ActiveSyncMetrics, type GateResult } from './activeSyncMetrics.js'
 import { KNOWN_COMMANDS, parseActiveSyncQuery } from './activeSyncQuery.js'
 import { Relay, RequestBody } from './activeSyncRelay.js'
+import { createExchangeUpstream, type ExchangeUpstream } from './activeSyncUpstream.js'
 import type { Revocation } from './sessionCache.js'
 import * as uws from './uws.js'
 
@@ -50,8 +50,12 @@ export interface ActiveSyncOptions {
   gateCacheMaxEntries?: number
   /** Largest request body (413 above). */
   maxBodyBytes: number
-  /** Keep-alive connections to Exchange; every held Ping holds one. Default 10 000. */
+  /** Keep-alive connections to Exchange; over HTTP/1.1 every held Ping holds one. Default 10 000. */
   upstreamConnections?: number
+  /** Speak HTTP/2 to Exchange (https only): requests share connections (activeSyncUpstream.ts). Default false. */
+  upstreamHttp2?: boolean
+  /** HTTP/2: most requests at once per connection to Exchange. Default 100. */
+  upstreamMaxStreams?: number
   /** Added to maxHoldSeconds for Exchange's headers and body timeouts. Default 10 000 ms. */
   holdMarginMs?: number
   /** Outage grace of allowed gate answers (the session cache's). Default 0. */
@@ -115,7 +119,7 @@ interface Exchange {
 export class ActiveSyncGateway {
   readonly gate: ActiveSyncGate
   readonly metrics: ActiveSyncMetrics
-  private readonly pool: Pool
+  private readonly upstream: ExchangeUpstream
   private readonly origin: string
   private readonly timeoutMs: number
   private readonly inFlight = new Set<Exchange>()
@@ -124,9 +128,12 @@ export class ActiveSyncGateway {
   private readonly gateCounters: Record<GateResult, { inc(): void }>
   private readonly statusLines = new Map<number, string>()
   private closing = false
+  private noHttp2LoggedAt = 0
 
   constructor(private readonly o: ActiveSyncOptions, private readonly d: ActiveSyncDeps) {
-    this.metrics = activeSyncMetrics(d.registry, { inFlight: () => this.inFlight.size, gateEntries: () => this.gate.size })
+    this.metrics = activeSyncMetrics(d.registry, {
+      inFlight: () => this.inFlight.size, gateEntries: () => this.gate.size, upstreamConnections: () => this.upstream.connections(),
+    })
     const m = this.metrics
     this.gate = new ActiveSyncGate(
       { ttlMs: o.gateCacheSeconds * 1000, maxEntries: o.gateCacheMaxEntries ?? 100_000, graceMs: (o.outageGraceSeconds ?? 0) * 1000 },
@@ -138,11 +145,18 @@ export class ActiveSyncGateway {
       .map((r) => [r, m.gate.labels({ result: r })])) as Record<GateResult, { inc(): void }>
     this.origin = new URL(o.upstream).origin
     this.timeoutMs = o.maxHoldSeconds * 1000 + (o.holdMarginMs ?? 10_000)
-    this.pool = new Pool(this.origin, {
-      connections: o.upstreamConnections ?? 10_000,
-      pipelining: 1,
-      keepAliveTimeout: 30_000,
-      connect: o.upstreamCa ? { ca: readFileSync(o.upstreamCa) } : {},
+    this.upstream = createExchangeUpstream({
+      origin: this.origin,
+      http2: o.upstreamHttp2 ?? false,
+      ca: o.upstreamCa ? readFileSync(o.upstreamCa) : undefined,
+      maxConnections: o.upstreamConnections ?? 10_000,
+      maxStreams: o.upstreamMaxStreams ?? 100,
+      wholeBodyMax: o.bodyHighWaterMark ?? 64 * 1024,
+      onNoHttp2: () => {
+        if (Date.now() - this.noHttp2LoggedAt < 60_000) return
+        this.noHttp2LoggedAt = Date.now()
+        d.log.warn({ event: 'activesync_no_http2' }, 'Exchange did not negotiate HTTP/2 (ALPN): requests fail with 502 while proxy.activeSync.upstreamHttp2 is on')
+      },
     })
     for (const [code, text] of Object.entries(STATUS_CODES)) this.statusLines.set(Number(code), `${code} ${text}`)
     this.statusLines.set(PROVISION_REQUIRED, STATUS_449)
@@ -311,9 +325,10 @@ export class ActiveSyncGateway {
       upstreamError: (kind) => this.metrics.upstreamErrors.inc({ kind }),
     }, this.statusLine)
     x.relay = relay
-    relay.start(this.pool, {
+    const length = headers['content-length']
+    relay.start(this.upstream, {
       origin: this.origin, method: x.method, path: query ? `${this.o.path}?${query}` : this.o.path,
-      headers, body: x.body, timeoutMs: this.timeoutMs,
+      headers, body: x.body, bodyLength: typeof length === 'string' ? Number(length) : undefined, timeoutMs: this.timeoutMs,
     })
   }
 
@@ -379,7 +394,7 @@ export class ActiveSyncGateway {
 
   async close(): Promise<void> {
     this.closing = true
-    await this.pool.destroy().catch(() => undefined)
+    await this.upstream.close()
   }
 
   private fail(x: Exchange, err: unknown): void {

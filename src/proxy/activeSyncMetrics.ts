@@ -13,7 +13,7 @@ export const HOLD_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5
 export const GATE_RESULTS = ['allowed', 'unknown', 'locked', 'wiped', 'retired', 'identity_mismatch', 'unavailable'] as const
 export type GateResult = (typeof GATE_RESULTS)[number]
 
-export function activeSyncMetrics(registry: Registry, gauges: { inFlight: () => number; gateEntries: () => number }) {
+export function activeSyncMetrics(registry: Registry, gauges: { inFlight: () => number; gateEntries: () => number; upstreamConnections: () => number }) {
   const name = (n: string) => `${NAMESPACE}_proxy_activesync_${n}`
   return {
     requests: new Counter({ name: name('requests_total'), help: 'ActiveSync requests by command and the HTTP status sent to the client.', labelNames: ['command', 'status'] as const, registers: [registry] }),
@@ -25,6 +25,7 @@ export function activeSyncMetrics(registry: Registry, gauges: { inFlight: () => 
     gateGrace: new Counter({ name: name('gate_grace_served_total'), help: 'Requests let through on a stale allowed answer because no security server answered (outage grace).', registers: [registry] }),
     gateEntries: new Gauge({ name: name('gate_cache_entries'), help: 'Answers in the gate cache.', registers: [registry], collect() { this.set(gauges.gateEntries()) } }),
     cut: new Counter({ name: name('requests_cut_total'), help: 'Requests in flight ended because a pushed revocation refused their device, or by shutdown.', labelNames: ['reason'] as const, registers: [registry] }),
+    upstreamConnections: new Gauge({ name: name('upstream_connections'), help: 'Connections to Exchange open now (HTTP/1.1: one per request in flight; HTTP/2: shared).', registers: [registry], collect() { this.set(gauges.upstreamConnections()) } }),
     upstreamErrors: new Counter({ name: name('upstream_errors_total'), help: 'Exchange failures by kind (connect, timeout, reset, …).', labelNames: ['kind'] as const, registers: [registry] }),
     bytesIn: new Counter({ name: name('received_bytes_total'), help: 'Request body bytes received from mail clients.', registers: [registry] }),
     bytesOut: new Counter({ name: name('sent_bytes_total'), help: 'Response body bytes relayed from Exchange to mail clients.', registers: [registry] }),

@@ -2,8 +2,9 @@
  * The streaming relay of the ActiveSync gateway: one client request to Exchange and its answer
  * back, neither held whole in memory, with backpressure both ways.
  *
- *   client ──uWS onData──▶ RequestBody (Readable, highWaterMark) ──undici Pool──▶ Exchange
+ *   client ──uWS onData──▶ RequestBody (Readable, highWaterMark) ──undici──▶ Exchange
  *            ◀─ res.pause() when the Readable is full, res.resume() when undici reads again
+ *   (HTTP/2 to Exchange: a body declared within bodyHighWaterMark is read whole first, activeSyncUpstream.ts)
  *
  *   client ◀──uWS write/tryEnd── Relay (undici dispatch handler) ◀──────────────── Exchange
  *            controller.pause() when uWS reports backpressure, resume() in onWritable
@@ -20,8 +21,9 @@
  * set to maxHoldSeconds plus a margin.
  */
 import { Readable } from 'node:stream'
-import type { Dispatcher, Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import { UpstreamError, UpstreamTimeoutError } from '../errors.js'
+import type { ExchangeUpstream } from './activeSyncUpstream.js'
 import * as uws from './uws.js'
 
 /** What the relay reports back to its owner (the gateway). */
@@ -96,6 +98,13 @@ export class RequestBody {
   destroy(err?: Error): void {
     if (!this.stream.destroyed) this.stream.destroy(err)
   }
+
+  /** Read it to its end and hand it over as one Buffer (a small body); never called back if destroyed first. */
+  whole(done: (body: Buffer) => void): void {
+    const chunks: Buffer[] = []
+    this.stream.on('data', (c: Buffer) => chunks.push(c))
+    this.stream.once('end', () => done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
+  }
 }
 
 export interface RelayRequest {
@@ -105,6 +114,8 @@ export interface RelayRequest {
   path: string
   headers: Record<string, string | string[]>
   body: RequestBody | null
+  /** The body's declared Content-Length (undefined: chunked). */
+  bodyLength: number | undefined
   /** headersTimeout and bodyTimeout of the upstream request. */
   timeoutMs: number
 }
@@ -134,7 +145,19 @@ export class Relay {
     return this.headersSent
   }
 
-  start(pool: Pool, r: RelayRequest): void {
+  start(upstream: ExchangeUpstream, r: RelayRequest): void {
+    const body = r.body
+    if (body !== null && r.bodyLength !== undefined && r.bodyLength <= upstream.wholeBodyMax) {
+      // HTTP/2: a whole body lets the request share a connection (activeSyncUpstream.ts).
+      body.whole((whole) => {
+        if (!this.abortReason && !this.ev.gone()) this.dispatch(upstream, r, whole)
+      })
+      return
+    }
+    this.dispatch(upstream, r, body ? body.stream : null)
+  }
+
+  private dispatch(upstream: ExchangeUpstream, r: RelayRequest, body: Readable | Buffer | null): void {
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart: (controller) => {
         this.controller = controller
@@ -145,9 +168,8 @@ export class Relay {
       onResponseEnd: () => this.onEnd(),
       onResponseError: (_controller, err) => this.onError(err),
     }
-    pool.dispatch({
-      origin: r.origin, method: r.method as Dispatcher.HttpMethod, path: r.path, headers: r.headers,
-      body: r.body ? r.body.stream : null,
+    upstream.dispatch({
+      origin: r.origin, method: r.method as Dispatcher.HttpMethod, path: r.path, headers: r.headers, body,
       headersTimeout: r.timeoutMs, bodyTimeout: r.timeoutMs,
     }, handler)
   }
@@ -313,6 +335,12 @@ function errorKind(err: unknown): string {
     case 'UND_ERR_SOCKET':
     case 'ECONNRESET':
     case 'EPIPE':
+    case 'ERR_HTTP2_STREAM_ERROR': // HTTP/2: the stream was reset (RST_STREAM), the session ended (GOAWAY), or closed early
+    case 'ERR_HTTP2_SESSION_ERROR':
+    case 'ERR_HTTP2_GOAWAY_SESSION':
+    case 'ERR_HTTP2_STREAM_CANCEL':
+    case 'ERR_STREAM_PREMATURE_CLOSE':
+    case 'UND_ERR_INFO':
       return 'reset'
     default:
       return err instanceof UpstreamError ? 'protocol' : 'other'

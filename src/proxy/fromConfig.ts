@@ -56,6 +56,7 @@ export function proxyServerFromConfig(c: GatehouseConfig, log: Logger, opts: { a
         maxHoldSeconds: p.activeSync.maxHoldSeconds, gateCacheSeconds: p.activeSync.gateCacheSeconds,
         gateCacheMaxEntries: p.activeSync.gateCacheMaxEntries, maxBodyBytes: p.activeSync.maxBodyBytes,
         upstreamConnections: p.activeSync.upstreamConnections, outageGraceSeconds: p.sessionCache.outageGraceSeconds,
+        upstreamHttp2: p.activeSync.upstreamHttp2, upstreamMaxStreams: p.activeSync.upstreamMaxStreams,
       },
     } : {}),
   })

@@ -2,9 +2,9 @@
  * Metrics of the proxy's connection-level limits, listeners and reloads (limits.ts,
  * listeners.ts, reload.ts). Labels are bounded: `limit` and `result` take the fixed words below.
  *
- * Not measurable with uWebSockets.js (no hook per connection or per handshake in this build):
- * connections accepted and open, and TLS handshake failures. docs/metrics.md says what to use
- * instead (node_exporter's TCP figures, the load balancer's).
+ * uWebSockets.js has no hook per connection or per handshake in this build: connections open and
+ * the accept backlog are read from the kernel instead (connectionMetrics.ts); connections accepted
+ * and TLS handshake failures are not exported (docs/metrics.md says why and what to use).
  */
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { NAMESPACE } from '../observability/metrics.js'

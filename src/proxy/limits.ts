@@ -10,7 +10,8 @@
  * previous answer (slowloris: closed without an answer, trickled bytes do not extend it); a body
  * that grows by less than 16 KiB in 8–12 s is closed without an answer; an idle keep-alive
  * connection is closed after 8–12 s. uWS has no per-connection hook, so connections are not
- * counted: the concurrency limit counts requests in flight per event-loop thread.
+ * capped (they are counted from the kernel, connectionMetrics.ts; docs/operations.md says why no
+ * cap): the concurrency limit counts requests in flight per event-loop thread.
  */
 import { HeadersTooLargeError, OverloadedError } from '../errors.js'
 import type { HttpRequest } from './uws.js'

@@ -20,7 +20,7 @@
 import { Readable } from 'node:stream'
 import { DecryptError, MalformedError, TruncatedError, UpstreamBackpressureError } from '../errors.js'
 import { MAX_RECORD_PLAINTEXT } from '../protocol/constants.js'
-import { EnvelopeDecoder, type Preamble } from '../protocol/envelope.js'
+import { EnvelopeDecoder, splitJoined, type Preamble } from '../protocol/envelope.js'
 import type { CryptoPool } from './cryptoPool.js'
 import { InOrder } from './inOrder.js'
 
@@ -53,6 +53,8 @@ export interface RequestStreamOptions {
 
 interface Opened {
   head: boolean
+  /** Opened in the pool: a joined head record, still to be split (the inline decoder splits itself). */
+  joined?: boolean
   final: boolean
   plaintext: Buffer
 }
@@ -84,6 +86,11 @@ export class RequestStream {
     return this.decoder.done
   }
 
+  /** The device joined its head record (FLAG_JOINED): it reads a joined answer too. */
+  get joined(): boolean {
+    return this.decoder.joined
+  }
+
   /** True once the upstream request was started (it has to be abandoned on failure). */
   get upstreamStarted(): boolean {
     return this.started
@@ -101,10 +108,10 @@ export class RequestStream {
             this.opening += r.length
             this.opened.add(opening.then((plaintext) => {
               this.opening -= r.length
-              return { head: r.head, final: r.final, plaintext }
+              return { head: r.head, joined: r.joined, final: r.final, plaintext }
             }))
           } else {
-            this.opened.add({ head: r.head, final: r.final, plaintext: opening })
+            this.opened.add({ head: r.head, joined: r.joined, final: r.final, plaintext: opening })
           }
         }
       } else {
@@ -138,6 +145,13 @@ export class RequestStream {
 
   /** One authenticated record: the head is checked, body plaintext held or streamed on. */
   private take(r: Opened): void {
+    if (r.joined) {
+      const [head, body] = splitJoined(r.plaintext)
+      // An empty joined body that ends the envelope is a head-only request (as EnvelopeDecoder.push reads it).
+      this.take({ head: true, final: r.final && body.length === 0, plaintext: head })
+      if (r.final && body.length === 0) return
+      return this.take({ head: false, final: r.final, plaintext: body })
+    }
     if (r.head) {
       this.o.head(this.decoder.preamble!, r.plaintext)
       if (r.final) this.begin(null)

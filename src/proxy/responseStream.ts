@@ -19,7 +19,7 @@ import { UpstreamError } from '../errors.js'
 import {
   MAX_RECORD_PLAINTEXT, RECORD_HEADER_LENGTH, RESPONSE_PREAMBLE_LENGTH, TAG_LENGTH, ENVELOPE_MEDIA_TYPE,
 } from '../protocol/constants.js'
-import { EnvelopeEncoder } from '../protocol/envelope.js'
+import { EnvelopeEncoder, fitsJoined } from '../protocol/envelope.js'
 import { RecordSplitter } from '../protocol/recordSplitter.js'
 import { encodeResponseHead, type HeaderList } from '../protocol/head.js'
 import type { CryptoPool } from './cryptoPool.js'
@@ -40,6 +40,8 @@ export interface ResponseStreamOptions {
   limit: number
   /** The request was HEAD: a content-length describes no body. */
   head: boolean
+  /** The request's head record was joined (FLAG_JOINED): a whole small answer is one joined record. Default false. */
+  joined?: boolean
   /** The device is gone, or the exchange was answered otherwise: write nothing more. */
   gone(): boolean
   /** False when the connection must close after this response (request body not read to its end). */
@@ -144,9 +146,11 @@ export class ResponseStream implements ResponseSink {
   /** The whole answer is in and fits one record: one corked write, as for any small answer. */
   private whole(body: Buffer): void {
     const enc = this.encoder!
-    const parts = [enc.preamble, enc.record(encodeResponseHead({ status: this.status, headers: this.headers }), body.length === 0)]
-    if (body.length > 0) parts.push(enc.record(body, true))
-    const out = Buffer.concat(parts)
+    const head = encodeResponseHead({ status: this.status, headers: this.headers })
+    let out: Buffer
+    if (body.length === 0) out = Buffer.concat([enc.preamble, enc.record(head, true)])
+    else if (this.o.joined && fitsJoined(head.length, body.length)) out = Buffer.concat([enc.preamble, enc.joined(head, body, true)])
+    else out = Buffer.concat([enc.preamble, enc.record(head, false), enc.record(body, true)])
     this.done = true
     this.writing = true
     this.o.started(this.status)

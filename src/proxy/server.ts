@@ -32,6 +32,7 @@ import { EnvelopeDecoder, type Preamble } from '../protocol/envelope.js'
 import { decodeRequestHead, type RequestHead } from '../protocol/head.js'
 import { ActiveSyncGateway, type ActiveSyncOptions } from './activeSync.js'
 import { checkListenerTls, type CertSummary, type ListenerTls } from './certCheck.js'
+import { registerConnectionMetrics } from './connectionMetrics.js'
 import { lifecycleMetrics } from './lifecycleMetrics.js'
 import type { ProxyLimits } from './limits.js'
 import { Listeners, touching, type Listener } from './listeners.js'
@@ -107,6 +108,8 @@ interface Exchange {
   envelopeDone?: () => boolean
   /** Reading the body is paused (uWS res.pause) until the upstream takes what waits. */
   paused: boolean
+  /** The device joined its head record (FLAG_JOINED): a small answer goes back joined too. */
+  joined: boolean
 }
 
 export class ProxyServer {
@@ -152,6 +155,9 @@ export class ProxyServer {
     })
     // For uWS builds that read it at load (this one does not: limits.ts enforces the size).
     uws.setMaxHeaderBytes(this.watch.limits.maxHeaderBytes)
+    // Process-wide gauges from the kernel: counted by whoever serves the process's /metrics (a
+    // worker thread has no admin endpoint; ProxyThreads counts for all threads).
+    if (o.admin) registerConnectionMetrics(this.registry, { listeners: [{ name: 'device', port: () => this.port }], host: o.listen.host, log: o.log })
     this.controlPlane = new ControlPlaneClient(o.controlPlane)
     this.cryptoPool = o.crypto && CryptoPool.acquire({ thresholdBytes: o.crypto.poolThresholdBytes, threads: o.crypto.poolThreads })
     if (this.cryptoPool) cryptoPoolMetrics(this.registry, this.cryptoPool)
@@ -345,7 +351,7 @@ export class ProxyServer {
     const x: Exchange = {
       res, method, path, query, route, routeLabel: route ? route.prefix : 'unmatched',
       started: performance.now(), aborted: false, finished: false, cancel: undefined, remote: '', sid: '', session: undefined,
-      responding: false, bodyDone: false, paused: false,
+      responding: false, bodyDone: false, paused: false, joined: false,
     }
     this.inflight++
     this.watch.begin(x)
@@ -478,6 +484,7 @@ export class ProxyServer {
     const preamble = decoder.preamble!
     // Checked only now that every record authenticated: junk cannot burn sequence numbers.
     this.checkFresh(s, preamble)
+    x.joined = decoder.joined
     const head = decodeRequestHead(records[0]!.plaintext)
     const payload = records.length === 2 ? records[1]!.plaintext : records.length > 2 ? Buffer.concat(records.slice(1).map((r) => r.plaintext)) : null
     await this.forward(x, sid, s, requestLine, preamble, this.forwardHeaders(x, s, head), payload)
@@ -501,6 +508,7 @@ export class ProxyServer {
         // The head record authenticated: only now may the seq count (junk cannot burn numbers).
         this.checkFresh(s, p)
         preamble = p
+        x.joined = rs.joined
         headers = this.forwardHeaders(x, s, decodeRequestHead(plaintext))
       },
       start: (body) => {
@@ -579,6 +587,7 @@ export class ProxyServer {
       pool: this.cryptoPool,
       limit: this.o.limits.maxResponseBytes,
       head: x.method === 'HEAD',
+      joined: x.joined,
       gone: () => x.finished,
       // The connection can carry the next request once the whole envelope is in, even if uWS has
       // not yet reported the end of a chunked body: closing here raced the answer's last bytes.

@@ -13,6 +13,7 @@ import type { Logger } from '../observability/logger.js'
 import { createRegistry, NAMESPACE } from '../observability/metrics.js'
 import { registerCertExpiry } from '../observability/certMetrics.js'
 import { checkListenerTls, type CertSummary } from './certCheck.js'
+import { registerConnectionMetrics } from './connectionMetrics.js'
 import { proxyCertFiles } from './fromConfig.js'
 import { withDefaults } from './limits.js'
 import { reloadableFromConfig } from './reload.js'
@@ -51,6 +52,8 @@ export class ProxyThreads {
       name: `${NAMESPACE}_proxy_worker_requests`, help: 'Requests served so far by each worker thread (balance across threads).',
       labelNames: ['worker'] as const, registers: [this.registry],
     })
+    // The threads share the process's sockets: the kernel's connection counts, once, here.
+    registerConnectionMetrics(this.registry, { listeners: [{ name: 'device', port: () => this.port }], host: config.proxy.listen.host, log })
   }
 
   async start(): Promise<void> {

@@ -3,6 +3,7 @@
  * threads, /metrics aggregates them, SIGTERM drains every thread and exits 0.
  */
 import { readFileSync } from 'node:fs'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GatehouseDevice } from '../../src/client/device.js'
 import { freePorts, httpGet, metricSample, Sandbox, type GatehouseProcess } from './helpers.js'
@@ -51,6 +52,33 @@ describe('proxy worker threads', () => {
     // Process metrics appear once, not once per thread.
     expect(m.text.match(/^gatehouse_process_cpu_seconds_total/gm)?.length).toBe(1)
     expect((await httpGet(`http://127.0.0.1:${proxyAdmin}/readyz`)).status).toBe(200)
+  })
+
+  it('counts the connections of every thread once, from the kernel\'s socket table', async () => {
+    const [, , , proxy, proxyAdmin] = ports as [number, number, number, number, number]
+    const ca = readFileSync(box.path('certs/ca.crt'))
+    const active = async () => metricSample((await httpGet(`http://127.0.0.1:${proxyAdmin}/metrics`)).text, 'gatehouse_proxy_connections_active', { listener: 'device' })
+    /** Scrape until the gauge is `want` (readings are cached 1 s); its last value otherwise. */
+    const until = async (want: number) => {
+      let v: number | undefined
+      for (const end = Date.now() + 6000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) if ((v = await active()) === want) break
+      return v
+    }
+    expect(await until(0)).toBe(0)
+    // TLS connections with no request yet: accepted by the threads, open until uWS's 8–12 s timeout.
+    const n = 9
+    const sockets = await Promise.all(Array.from({ length: n }, () => new Promise<TLSSocket>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: proxy, servername: 'localhost', ca }, () => resolve(s)).once('error', reject)
+    })))
+    try {
+      expect(await until(n)).toBe(n)
+      const m = (await httpGet(`http://127.0.0.1:${proxyAdmin}/metrics`)).text
+      expect(m.match(/^gatehouse_proxy_connections_active\{/gm)?.length).toBe(1)
+      expect(metricSample(m, 'gatehouse_proxy_listen_queue', { listener: 'device' })).toBe(0)
+    } finally {
+      sockets.forEach((s) => s.destroy())
+    }
+    expect(await until(0)).toBe(0)
   })
 
   it('exports certificate expiry for the proxy and the security server', async () => {

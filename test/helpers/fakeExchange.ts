@@ -12,12 +12,21 @@
  *   anything else    200, the command name
  *
  * It counts requests (per command), requests in flight and their peak, requests whose client went
- * away before the answer (`aborted`), failed sign-ins, and keeps the last request's headers.
- * `delayMs` delays every answer (504 tests); close() stops it (502 tests).
+ * away before the answer (`aborted`), failed sign-ins, connections (open, peak, total), and keeps
+ * the last request's headers and HTTP version. `delayMs` delays every answer (504 tests); close()
+ * stops it (502 tests).
+ *
+ * `http2: true` (with `tls`) serves HTTP/2 (HTTP/1.1 still accepted) with the same answers, and
+ * announces `maxStreams` (default 100) as SETTINGS_MAX_CONCURRENT_STREAMS. HTTP/2 faults for hostile
+ * tests, by a request header `x-fake-fault`: `rst` resets the stream (RST_STREAM INTERNAL_ERROR),
+ * `goaway` sends GOAWAY (INTERNAL_ERROR) and drops the connection 50 ms later; GetAttachment does
+ * so after its first 64 KiB, SendMail after the first chunk of the request body. goaway() sends a
+ * graceful GOAWAY (NO_ERROR) on every HTTP/2 connection.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { constants as h2, createSecureServer, type Http2SecureServer, type Http2ServerResponse, type Http2Session } from 'node:http2'
 import { createServer as createHttpsServer } from 'node:https'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { activeSyncUserKey } from '../../src/protocol/activeSyncIdentity.js'
 import { parseActiveSyncQuery } from '../../src/proxy/activeSyncQuery.js'
 
@@ -34,6 +43,10 @@ export interface FakeExchangeOptions {
   users: Record<string, string>
   pingHoldMs?: number
   tls?: { cert: Buffer; key: Buffer }
+  /** HTTP/2 over TLS (needs `tls`); HTTP/1.1 clients are still served. */
+  http2?: boolean
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS announced. Default 100. */
+  maxStreams?: number
   host?: string
   port?: number
 }
@@ -53,8 +66,16 @@ export interface FakeExchange {
   authFailures: number
   lastHeaders: IncomingMessage['headers'] | undefined
   lastUrl: string | undefined
+  /** HTTP version of the last request ("1.1", "2.0"). */
+  lastHttpVersion: string | undefined
+  /** TCP connections open now, their peak (settable), and all accepted. */
+  readonly connections: number
+  maxConnections: number
+  readonly connectionsTotal: number
   /** Answer every held Ping now (tests that first wait until N are held at once). */
   releasePings(): number
+  /** Graceful GOAWAY (NO_ERROR) on every HTTP/2 connection; returns how many. */
+  goaway(): number
   reset(): void
   close(): Promise<void>
 }
@@ -65,7 +86,10 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
     pingHoldMs: o.pingHoldMs ?? 2000, delayMs: 0, requests: 0, byCommand: new Map<string, number>(),
     inFlight: 0, maxInFlight: 0, aborted: 0, authFailures: 0,
     lastHeaders: undefined as IncomingMessage['headers'] | undefined, lastUrl: undefined as string | undefined,
+    lastHttpVersion: undefined as string | undefined, connections: 0, maxConnections: 0, connectionsTotal: 0,
   }
+  const sockets = new Set<Socket>()
+  const sessions = new Set<Http2Session>()
   const timers = new Set<NodeJS.Timeout>()
   /** Held Pings: their answer, to be sent by their timer or by releasePings(). */
   const held = new Set<() => void>()
@@ -80,15 +104,17 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
     state.maxInFlight = Math.max(state.maxInFlight, state.inFlight)
     state.lastHeaders = req.headers
     state.lastUrl = req.url
+    state.lastHttpVersion = req.httpVersion
     let done = false
     res.on('close', () => {
       state.inFlight--
-      if (!done && !res.writableFinished) state.aborted++
+      // HTTP/2 compat responses emit 'finish' on a reset too: only end() makes writableEnded true.
+      if (!res.writableEnded || (!done && !res.writableFinished)) state.aborted++
     })
     res.on('finish', () => { done = true })
     const answer = (status: number, headers: Record<string, string | number>, body?: Buffer | string) => {
       const send = () => {
-        if (res.destroyed) return
+        if (closed(res)) return
         res.writeHead(status, { 'content-length': body === undefined ? 0 : Buffer.byteLength(body), ...headers }).end(body)
       }
       if (state.delayMs > 0) later(state.delayMs, send)
@@ -118,12 +144,15 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
     count(state.byCommand, command)
     if (command === 'GetAttachment') {
       req.resume()
-      streamBytes(res, Number(req.headers['x-fake-bytes'] ?? 0), req.headers['x-fake-chunked'] === '1')
+      const f = fault(req.headers['x-fake-fault'])
+      streamBytes(res, Number(req.headers['x-fake-bytes'] ?? 0), req.headers['x-fake-chunked'] === '1', f && (() => f(res)))
       return
     }
     const chunks: Buffer[] = []
     let size = 0
+    const bodyFault = fault(req.headers['x-fake-fault'])
     req.on('data', (c: Buffer) => {
+      if (bodyFault && size === 0) bodyFault(res)
       size += c.length
       if (command !== 'SendMail') chunks.push(c)
     })
@@ -141,7 +170,7 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
             if (answered) return
             answered = true
             held.delete(reply)
-            if (!res.destroyed) res.writeHead(200, { 'content-type': WBXML, 'content-length': PING_OK.length, 'x-fake-exchange': 'ping' }).end(PING_OK)
+            if (!closed(res)) res.writeHead(200, { 'content-type': WBXML, 'content-length': PING_OK.length, 'x-fake-exchange': 'ping' }).end(PING_OK)
           }
           held.add(reply)
           res.on('close', () => held.delete(reply))
@@ -157,11 +186,48 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
     })
   }
 
-  const server: Server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, handle) : createHttpServer(handle)
-  // Held Pings: no request timeout of our own (Node's default would cut one after 300 s).
-  server.requestTimeout = 0
-  server.headersTimeout = 60_000
-  server.keepAliveTimeout = 65_000
+  /** HTTP/2 faults (x-fake-fault): reset the stream, or GOAWAY and drop the connection. */
+  const fault = (kind: string | string[] | undefined) => kind !== 'rst' && kind !== 'goaway' ? undefined : (res: ServerResponse) => {
+    const stream = (res as unknown as Partial<Http2ServerResponse>).stream
+    if (!stream) throw new Error('x-fake-fault needs HTTP/2')
+    if (kind === 'rst') {
+      stream.close(h2.NGHTTP2_INTERNAL_ERROR)
+      return
+    }
+    const session = stream.session
+    session?.goaway(h2.NGHTTP2_INTERNAL_ERROR)
+    later(50, () => session?.destroy())
+  }
+
+  let server: Server | Http2SecureServer
+  if (o.http2) {
+    if (!o.tls) throw new Error('http2 needs tls')
+    const h2server = createSecureServer({ cert: o.tls.cert, key: o.tls.key, allowHTTP1: true, settings: { maxConcurrentStreams: o.maxStreams ?? 100 } })
+    h2server.on('request', (req, res) => handle(req as unknown as IncomingMessage, res as unknown as ServerResponse))
+    h2server.on('session', (session: Http2Session) => {
+      sessions.add(session)
+      session.on('close', () => sessions.delete(session))
+      // A stream the proxy resets while we write is not an error of the server.
+      session.on('error', () => undefined)
+    })
+    server = h2server
+  } else {
+    const h1server = o.tls ? createHttpsServer({ cert: o.tls.cert, key: o.tls.key }, handle) : createHttpServer(handle)
+    // Held Pings: no request timeout of our own (Node's default would cut one after 300 s).
+    h1server.requestTimeout = 0
+    h1server.headersTimeout = 60_000
+    h1server.keepAliveTimeout = 65_000
+    server = h1server
+  }
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket)
+    state.connectionsTotal++
+    state.maxConnections = Math.max(state.maxConnections, ++state.connections)
+    socket.once('close', () => {
+      sockets.delete(socket)
+      state.connections--
+    })
+  })
   await new Promise<void>((resolve) => server.listen(o.port ?? 0, o.host ?? '127.0.0.1', () => resolve()))
   const port = (server.address() as AddressInfo).port
   const fake: FakeExchange = {
@@ -186,10 +252,20 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
     set lastHeaders(v) { state.lastHeaders = v },
     get lastUrl() { return state.lastUrl },
     set lastUrl(v) { state.lastUrl = v },
+    get lastHttpVersion() { return state.lastHttpVersion },
+    set lastHttpVersion(v) { state.lastHttpVersion = v },
+    get connections() { return state.connections },
+    get maxConnections() { return state.maxConnections },
+    set maxConnections(v) { state.maxConnections = v },
+    get connectionsTotal() { return state.connectionsTotal },
     releasePings() {
       const all = [...held]
       for (const reply of all) reply()
       return all.length
+    },
+    goaway() {
+      for (const session of sessions) session.goaway(h2.NGHTTP2_NO_ERROR)
+      return sessions.size
     },
     reset() {
       Object.assign(state, { requests: 0, inFlight: state.inFlight, maxInFlight: state.inFlight, aborted: 0, authFailures: 0, lastHeaders: undefined, lastUrl: undefined })
@@ -199,7 +275,8 @@ export async function startFakeExchange(o: FakeExchangeOptions): Promise<FakeExc
       for (const t of timers) clearTimeout(t)
       timers.clear()
       server.close(() => resolve())
-      server.closeAllConnections()
+      for (const session of sessions) session.destroy()
+      for (const socket of sockets) socket.destroy()
     }),
   }
   return fake
@@ -218,8 +295,13 @@ function authorized(header: string | undefined, users: Map<string, string>): boo
   return key !== undefined && users.get(key) === decoded.slice(colon + 1)
 }
 
-/** `n` bytes of "a" in 64 KiB writes, waiting for 'drain' (so a slow reader slows us down). */
-function streamBytes(res: ServerResponse, n: number, chunked: boolean): void {
+/** The answer cannot be written any more (HTTP/1.1 response or HTTP/2 stream destroyed). */
+function closed(res: ServerResponse): boolean {
+  return res.destroyed || (res as unknown as Partial<Http2ServerResponse>).stream?.destroyed === true
+}
+
+/** `n` bytes of "a" in 64 KiB writes, waiting for 'drain' (so a slow reader slows us down); `cut` ends it after the first. */
+function streamBytes(res: ServerResponse, n: number, chunked: boolean, cut?: () => void): void {
   res.writeHead(200, chunked ? { 'content-type': 'application/octet-stream' } : { 'content-type': 'application/octet-stream', 'content-length': n })
   const block = Buffer.alloc(64 * 1024, 0x61)
   let left = n
@@ -227,7 +309,12 @@ function streamBytes(res: ServerResponse, n: number, chunked: boolean): void {
     while (left > 0) {
       const c = left >= block.length ? block : block.subarray(0, left)
       left -= c.length
-      if (!res.write(c)) {
+      const ok = res.write(c)
+      if (cut) {
+        cut()
+        return
+      }
+      if (!ok) {
         res.once('drain', pump)
         return
       }

@@ -382,12 +382,13 @@ export class EnvelopeCrafter {
   }
 
   /** Seal a request; `seq` defaults to one past the highest used so far for this session. */
-  seal(s: SessionKeys, method: string, target: string, o: { seq?: number; ts?: number; body?: string | Buffer } = {}) {
+  /** Seal a request; head and body as two records (the layout the hostile tests edit) unless `joined`. */
+  seal(s: SessionKeys, method: string, target: string, o: { seq?: number; ts?: number; body?: string | Buffer; joined?: boolean } = {}) {
     const seq = o.seq ?? (this.nextSeq.get(s.sessionId) ?? 0) + 1
     this.nextSeq.set(s.sessionId, Math.max(seq, this.nextSeq.get(s.sessionId) ?? 0))
     const ts = o.ts ?? Date.now()
     const requestLine = `${method} ${target}`
-    const bytes = this.dev.seal(s, seq, ts, requestLine, { body: o.body, headers: o.body ? [['content-type', 'text/plain']] : [] })
+    const bytes = this.dev.seal(s, seq, ts, requestLine, { body: o.body, headers: o.body ? [['content-type', 'text/plain']] : [], joined: o.joined ?? false })
     return { bytes, seq, ts, requestLine }
   }
 
@@ -402,17 +403,21 @@ export class EnvelopeCrafter {
   }
 
   /** Seal and send a correct request; `inner` is the upstream's status from the decrypted answer. */
-  async call(s: SessionKeys, method: string, target: string, o: { seq?: number; ts?: number; port?: number; body?: string | Buffer } = {}) {
+  async call(s: SessionKeys, method: string, target: string, o: { seq?: number; ts?: number; port?: number; body?: string | Buffer; joined?: boolean } = {}) {
     const e = this.seal(s, method, target, o)
     const a = await this.post(target, { method, sid: s.sessionId, body: e.bytes, port: o.port })
     let inner: number | undefined
+    let innerBody: Buffer | undefined
+    let joined: boolean | undefined
     if (String(a.headers['content-type']).startsWith(ENVELOPE_MEDIA_TYPE)) {
       const d = new EnvelopeDecoder({ kind: 'response', sessionId: s.sessionId, requestLine: e.requestLine, key: s.s2c, requestTimestampMs: e.ts, requestSeq: e.seq })
       const records = d.push(a.body)
       d.end()
       inner = decodeResponseHead(records[0]!.plaintext).status
+      innerBody = Buffer.concat(records.slice(1).map((r) => r.plaintext))
+      joined = d.joined
     }
-    return { ...a, inner, sealed: e }
+    return { ...a, inner, innerBody, joined, sealed: e }
   }
 }
 

@@ -7,6 +7,8 @@ import { randomBytes } from 'node:crypto'
 import { Agent } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { GatehouseDevice } from '../../src/client/device.js'
+import { EnvelopeEncoder, sealRecordJob } from '../../src/protocol/envelope.js'
+import { encodeRequestHead } from '../../src/protocol/head.js'
 import { EnvelopeCrafter, PASSWORD, startCountingUpstream, startStack, type CountingUpstream, type Stack } from '../helpers/stack.js'
 
 describe('proxy: hostile input', () => {
@@ -52,7 +54,7 @@ describe('proxy: hostile input', () => {
     const badMagic = good(); badMagic[0] = 0x58
     const badVersion = good(); badVersion[2] = 0x02
     const responseKind = good(); responseKind[3] = 0x02
-    const unknownFlags = good(); unknownFlags[20] = 0x06 // HEAD | 0x04 (undefined bit)
+    const unknownFlags = good(); unknownFlags[20] = 0x0a // HEAD | 0x08 (undefined bit)
     const overLong = good(); overLong.writeUIntBE(64 * 1024 + 1, 21, 3)
     const zeroSeq = good(); zeroSeq.fill(0, 4, 12)
     const noHead = good(); noHead[20] = 0x00 // first record without the HEAD flag
@@ -209,6 +211,61 @@ describe('proxy: hostile input', () => {
       expect({ target, status: a.status, code: a.code }).toEqual({ target, status: 404, code: 'GH_ERR_NOT_FOUND' })
     }
     expect(up.hits).toBe(before)
+  })
+
+  it('joined head records (FLAG_JOINED): answered joined only when the request was, bodies intact both ways', async () => {
+    const s = await freshSession()
+    const body = randomBytes(60_000)
+    for (const [size, joined] of [[5, true], [5, false], [60_000, true], [60_000, false]] as const) {
+      const a = await call(s, 'POST', '/c/echo', { body: body.subarray(0, size), joined })
+      expect(a.status, `${size} ${joined}`).toBe(200)
+      expect(a.joined, `${size} ${joined}`).toBe(joined)
+      expect(JSON.parse(a.innerBody!.toString())).toMatchObject({ method: 'POST', bytes: size })
+    }
+    // A GET joins an empty body to its head (2 bytes): its answer comes back joined.
+    for (const joined of [true, false]) {
+      const get = await call(s, 'GET', '/c/hello', { joined })
+      expect(get.status).toBe(200)
+      expect(get.joined).toBe(joined)
+      expect(JSON.parse(get.innerBody!.toString())).toMatchObject({ method: 'GET', url: '/hello', bytes: 0 })
+    }
+    // A body that cannot join the head (over one record) travels unjoined, answered unjoined.
+    const big = await call(s, 'POST', '/c/echo', { body: randomBytes(70_000), joined: true })
+    expect(big.status).toBe(200)
+    expect(big.joined).toBe(false)
+    expect(JSON.parse(big.innerBody!.toString())).toMatchObject({ bytes: 70_000 })
+  })
+
+  it('refuses joined records that lie about their layout with 400 GH_ERR_MALFORMED and calls no upstream', async () => {
+    const s = await freshSession()
+    const head = encodeRequestHead({ headers: [['content-type', 'text/plain']] })
+    const prefix = (n: number) => Buffer.from([n >> 8, n & 0xff])
+    let seq = 50_000
+    /** One properly sealed record with any flags (authentication passes: only the layout is wrong). */
+    const sealedWith = (records: Array<{ flags: number; plaintext: Buffer }>) => {
+      const enc = new EnvelopeEncoder({ kind: 'request', key: s.c2s, sessionId: s.sessionId, requestLine: 'POST /c/echo', seq: ++seq, timestampMs: Date.now() })
+      return Buffer.concat([enc.preamble, ...records.map((r, i) => {
+        const job = enc.prepare(r.plaintext, i === records.length - 1)
+        job.aad[job.aad.length - 1] = r.flags
+        job.header[0] = r.flags
+        return sealRecordJob(job)
+      })])
+    }
+    const cases = {
+      'head length past the record': sealedWith([{ flags: 0x07, plaintext: Buffer.concat([prefix(head.length + 1), head]) }]),
+      'shorter than its length prefix': sealedWith([{ flags: 0x07, plaintext: Buffer.from([0]) }]),
+      'joined flag on a body record': sealedWith([{ flags: 0x02, plaintext: head }, { flags: 0x05, plaintext: Buffer.concat([prefix(0), Buffer.from('x')]) }]),
+      'joined head that is not JSON': sealedWith([{ flags: 0x07, plaintext: Buffer.concat([prefix(3), Buffer.from('{{{body')]) }]),
+    }
+    const before = up.hits
+    for (const [name, bytes] of Object.entries(cases)) {
+      const a = await post('/c/echo', { sid: s.sessionId, body: bytes })
+      expect(a.status, name).toBe(400)
+      expect(JSON.parse(a.text).error.code, name).toBe('GH_ERR_MALFORMED')
+    }
+    expect(up.hits).toBe(before)
+    // The session still works past the sequence numbers those authenticated envelopes used.
+    expect((await call(s, 'POST', '/c/echo', { body: 'after', joined: true, seq: ++seq })).status).toBe(200)
   })
 
   it('logged and answered no secret and no stack trace', async () => {

@@ -203,6 +203,8 @@ const cases: Case[] = [
   ['proxy.activeSync.gateCacheMaxEntries', 'proxy.activeSync.gateCacheMaxEntries', '100', 'proxy.activeSync.gateCacheMaxEntries must be an integer, got string "100"'],
   ['proxy.activeSync.maxBodyBytes', 'proxy.activeSync.maxBodyBytes', 1023, 'proxy.activeSync.maxBodyBytes must be >= 1024, got 1023'],
   ['proxy.activeSync.upstreamConnections', 'proxy.activeSync.upstreamConnections', 0, 'proxy.activeSync.upstreamConnections must be >= 1, got 0'],
+  ['proxy.activeSync.upstreamHttp2', 'proxy.activeSync.upstreamHttp2', 'h2', 'proxy.activeSync.upstreamHttp2 must be true or false, got string "h2"'],
+  ['proxy.activeSync.upstreamMaxStreams', 'proxy.activeSync.upstreamMaxStreams', 1001, 'proxy.activeSync.upstreamMaxStreams must be <= 1000, got 1001'],
   ['demo', 'demo', false, 'demo must be an object, got boolean false'],
   ...listener('demo.upstream'),
   ['demo.user', 'demo.user', ['demo'], 'demo.user must be a string, got an array'],
@@ -382,15 +384,20 @@ describe('cross-option checks', () => {
     expect(buildConfig({ proxy: { tls: { sni: sni.slice(0, 2) } } }).proxy.tls.sni.map((s) => s.serverName)).toEqual(['mail.example.org', '*.example.org'])
   })
 
-  it('proxy.activeSync: enabled needs an upstream; upstreamCa needs https; defaults', () => {
+  it('proxy.activeSync: enabled needs an upstream; upstreamCa and upstreamHttp2 need https; defaults', () => {
     expect(configError({ proxy: { activeSync: { enabled: true } } }).message).toBe('proxy.activeSync.upstream is required when enabled is true')
     expect(configError({ proxy: { activeSync: { upstream: 'http://exchange.example.com', upstreamCa: '/etc/ca.pem' } } }).message)
       .toBe('proxy.activeSync.upstreamCa needs an https upstream')
+    expect(configError({ proxy: { activeSync: { upstream: 'http://exchange.example.com', upstreamHttp2: true } } }).message)
+      .toBe('proxy.activeSync.upstreamHttp2 needs an https upstream (HTTP/2 is negotiated over TLS)')
+    expect(buildConfig({ proxy: { activeSync: { upstream: 'https://exchange.example.com', upstreamHttp2: true, upstreamMaxStreams: 250 } } }).proxy.activeSync)
+      .toMatchObject({ upstreamHttp2: true, upstreamMaxStreams: 250 })
     expect(configError({ proxy: { activeSync: { upstream: 'https://exchange.example.com/owa' } } }).message)
       .toBe('proxy.activeSync.upstream must be an origin without a path, query or fragment')
     expect(buildConfig({}).proxy.activeSync).toEqual({
       enabled: false, upstream: undefined, upstreamCa: undefined, path: '/Microsoft-Server-ActiveSync', maxHoldSeconds: 1800,
       gateCacheSeconds: 60, gateCacheMaxEntries: 100_000, maxBodyBytes: 64 * 1024 * 1024, upstreamConnections: 10_000,
+      upstreamHttp2: false, upstreamMaxStreams: 100,
     })
     expect(buildConfig({ proxy: { activeSync: { enabled: true, upstream: 'https://exchange.example.com/', upstreamCa: '/etc/ca.pem', path: '/eas' } } }).proxy.activeSync)
       .toMatchObject({ enabled: true, upstream: 'https://exchange.example.com', upstreamCa: '/etc/ca.pem', path: '/eas' })

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { describe, expect, it, vi } from 'vitest'
 import { DecryptError, MalformedError, TooLargeError, TruncatedError } from '../../src/errors.js'
 import { MAX_RECORD_PLAINTEXT } from '../../src/protocol/constants.js'
-import { EnvelopeDecoder, EnvelopeEncoder, type DecodedRecord } from '../../src/protocol/envelope.js'
+import { EnvelopeDecoder, EnvelopeEncoder, fitsJoined, splitJoined, type DecodedRecord } from '../../src/protocol/envelope.js'
 import {
   MAX_HEAD_HEADERS, decodeRequestHead, decodeResponseHead, encodeRequestHead, encodeResponseHead, type HeaderList,
 } from '../../src/protocol/head.js'
@@ -45,7 +45,8 @@ function decodeChunks(params: DecoderParams, chunks: Buffer[]): DecodedRecord[] 
   for (const c of chunks) out.push(...dec.push(c))
   dec.end()
   expect(dec.done).toBe(true)
-  expect(dec.records).toBe(out.length)
+  // A joined head record reads as two: the head and one body record.
+  expect(dec.records + (dec.joined ? 1 : 0)).toBe(out.length)
   return out
 }
 
@@ -425,5 +426,87 @@ describe('head records', () => {
       expect(() => decodeResponseHead(Buffer.from(`{"s":${s},"h":[]}`)), s).toThrow(MalformedError)
     }
     expect(() => decodeResponseHead(Buffer.from('{"h":[]}'))).toThrow(MalformedError)
+  })
+})
+
+describe('joined head records (FLAG_JOINED)', () => {
+  const HEAD_JSON = encodeRequestHead({ headers: [['content-type', 'application/json']] })
+  const joinedRequest = (body: Buffer, seq = 11) => {
+    const enc = new EnvelopeEncoder({ kind: 'request', key: c2s, sessionId, requestLine: LINE, seq, timestampMs: TS })
+    return Buffer.concat([enc.preamble, enc.joined(HEAD_JSON, body, true)])
+  }
+
+  it('one record with HEAD | FINAL | JOINED that reads as the head and one body record, however it is chunked', () => {
+    const body = randomBytes(3000)
+    const env = joinedRequest(body)
+    expect(env[20]).toBe(0x07)
+    for (const chunks of [whole(env), bytewise(env), randomChunks(env, 7, 300)]) {
+      const dec = new EnvelopeDecoder(requestParams())
+      const got: DecodedRecord[] = []
+      for (const c of chunks) got.push(...dec.push(c))
+      dec.end()
+      expect(dec.joined).toBe(true)
+      expect(dec.records).toBe(1)
+      expect(got.map((r) => [r.head, r.final])).toEqual([[true, false], [false, true]])
+      expect(got[0]!.plaintext.equals(HEAD_JSON)).toBe(true)
+      expect(got[1]!.plaintext.equals(body)).toBe(true)
+    }
+  })
+
+  it('is smaller than the head and body as two records (one record header and tag less)', () => {
+    const body = randomBytes(1024)
+    const two = encodeRequest(HEAD_JSON, body)
+    expect(two.length - joinedRequest(body).length).toBe(4 + 16 - 2)
+  })
+
+  it('a joined head may be followed by more body records', () => {
+    const enc = new EnvelopeEncoder({ kind: 'request', key: c2s, sessionId, requestLine: LINE, seq: 12, timestampMs: TS })
+    const env = Buffer.concat([enc.preamble, enc.joined(HEAD_JSON, Buffer.from('abc'), false), enc.record(Buffer.from('def'), true)])
+    const got = decodeChunks(requestParams(), [env]).map((r) => [r.head, r.final, r.plaintext.toString()])
+    expect(got).toEqual([[true, false, HEAD_JSON.toString()], [false, false, 'abc'], [false, true, 'def']])
+  })
+
+  it('an unjoined envelope reports joined false', () => {
+    const dec = new EnvelopeDecoder(requestParams())
+    dec.push(encodeRequest(HEAD_JSON, Buffer.from('x')))
+    expect(dec.joined).toBe(false)
+  })
+
+  it('fitsJoined is exact at the 64 KiB record limit, and the encoder refuses what does not fit or comes late', () => {
+    expect(fitsJoined(HEAD_JSON.length, MAX_RECORD_PLAINTEXT - 2 - HEAD_JSON.length)).toBe(true)
+    expect(fitsJoined(HEAD_JSON.length, MAX_RECORD_PLAINTEXT - 1 - HEAD_JSON.length)).toBe(false)
+    const enc = () => new EnvelopeEncoder({ kind: 'request', key: c2s, sessionId, requestLine: LINE, seq: 13, timestampMs: TS })
+    const max = joinedRequest(Buffer.alloc(MAX_RECORD_PLAINTEXT - 2 - HEAD_JSON.length))
+    expect(decodeChunks(requestParams(), [max])[1]!.plaintext).toHaveLength(MAX_RECORD_PLAINTEXT - 2 - HEAD_JSON.length)
+    expect(() => enc().joined(HEAD_JSON, Buffer.alloc(MAX_RECORD_PLAINTEXT - 1 - HEAD_JSON.length), true)).toThrow(RangeError)
+    const later = enc()
+    later.record(HEAD_JSON, false)
+    expect(() => later.joined(HEAD_JSON, Buffer.from('x'), true)).toThrow(/only the head record/)
+  })
+
+  it('splitJoined refuses a head length past the record and a record shorter than the prefix', () => {
+    expect(splitJoined(Buffer.from([0, 2, 0x7b, 0x7d, 0x41])).map((b) => b.toString())).toEqual(['{}', 'A'])
+    expect(() => splitJoined(Buffer.from([0, 3, 0x7b, 0x7d]))).toThrow(MalformedError)
+    expect(() => splitJoined(Buffer.from([0]))).toThrow(MalformedError)
+    expect(() => splitJoined(Buffer.alloc(0))).toThrow(MalformedError)
+  })
+
+  it('pushFramed marks the joined head record for the crypto pool, which splits it after opening', () => {
+    const body = randomBytes(500)
+    const framed = new EnvelopeDecoder(requestParams()).pushFramed(joinedRequest(body))
+    expect(framed.map((r) => [r.head, r.joined, r.final])).toEqual([[true, true, true]])
+  })
+})
+
+describe('joined head record with an empty body', () => {
+  it('reads as a head-only record (a GET), inline and after the pool split alike', () => {
+    const head = encodeRequestHead({ headers: [] })
+    const enc = new EnvelopeEncoder({ kind: 'request', key: c2s, sessionId, requestLine: LINE, seq: 21, timestampMs: TS })
+    const env = Buffer.concat([enc.preamble, enc.joined(head, Buffer.alloc(0), true)])
+    const dec = new EnvelopeDecoder(requestParams())
+    const got = dec.push(env)
+    dec.end()
+    expect(dec.joined).toBe(true)
+    expect(got.map((r) => [r.head, r.final, r.plaintext.toString()])).toEqual([[true, true, head.toString()]])
   })
 })

@@ -73,7 +73,7 @@ describe('detached open (EnvelopeDecoder.pushFramed + openRecordJob)', () => {
 
   it('checks framing as push() does, before any decryption', () => {
     const env = Buffer.from(inlineEnvelope(randomBytes(10)))
-    env[20] = 0x06 // HEAD | an unknown flag bit
+    env[20] = 0x0a // HEAD | an unknown flag bit (0x08)
     expect(() => new EnvelopeDecoder(params).pushFramed(env)).toThrow(MalformedError)
   })
 })

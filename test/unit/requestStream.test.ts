@@ -68,6 +68,28 @@ describe.each([['inline', undefined], ['crypto pool', pool]] as const)('RequestS
   /** The order of what matters; with the pool, records being opened also pause the device for a while. */
   const flow = (events: string[]) => events.filter((e) => e !== 'pause' && e !== 'resume')
 
+  it('a joined head record (FLAG_JOINED): the head is checked, then the body it carries (and any records after it) go upstream', async () => {
+    const body = randomBytes(1500)
+    const enc = new EnvelopeEncoder({ kind: 'request', key, sessionId, requestLine, seq: 1, timestampMs: 5 })
+    const { rs, events, got } = harness({ pool: usePool })
+    rs.push(Buffer.concat([enc.preamble, enc.joined(encodeRequestHead({ headers: [['x-a', 'b']] }), body.subarray(0, 1000), false)]), false)
+    rs.push(enc.record(body.subarray(1000), true), true)
+    await until(() => got.body !== undefined, 'the upstream request')
+    expect(flow(events)).toEqual(['head seq 1', 'start whole 1500'])
+    expect((got.body as Buffer).equals(body)).toBe(true)
+    expect(rs.joined).toBe(true)
+  })
+
+  it('a joined head record with an empty body (a GET) starts the upstream request without a body', async () => {
+    const enc = new EnvelopeEncoder({ kind: 'request', key, sessionId, requestLine, seq: 1, timestampMs: 5 })
+    // Padded with a header so that the record reaches the pool's threshold in the pool case.
+    const head = encodeRequestHead({ headers: [['x-pad', 'p'.repeat(1100)]] })
+    const { rs, events, got } = harness({ pool: usePool })
+    rs.push(Buffer.concat([enc.preamble, enc.joined(head, Buffer.alloc(0), true)]), true)
+    await until(() => got.body !== undefined, 'the upstream request')
+    expect(flow(events)).toEqual(['head seq 1', 'start none'])
+  })
+
   it('a body within one record: checks the head, then starts the upstream request with the whole body', async () => {
     const body = randomBytes(1000)
     const { rs, events, got } = harness({ pool: usePool })

@@ -64,7 +64,7 @@ class FakeRes {
   get bytes() { return Buffer.concat(this.out) }
 }
 
-function setup(o: { limit?: number; head?: boolean } = {}) {
+function setup(o: { limit?: number; head?: boolean; joined?: boolean } = {}) {
   const res = new FakeRes()
   const events: string[] = []
   const flow = {
@@ -79,6 +79,7 @@ function setup(o: { limit?: number; head?: boolean } = {}) {
     pool: undefined,
     limit: o.limit ?? 1 << 30,
     head: o.head ?? false,
+    joined: o.joined ?? false,
     gone: () => false,
     keepAlive: () => true,
     failed: (err) => events.push(`failed ${err.message}`),
@@ -94,7 +95,7 @@ function decode(bytes: Buffer) {
   const dec = new EnvelopeDecoder({ kind: 'response', sessionId, requestLine, key: s2c, requestTimestampMs: 1_000, requestSeq: 42 })
   const records = dec.push(bytes)
   dec.end()
-  return { head: decodeResponseHead(records[0]!.plaintext), body: Buffer.concat(records.slice(1).map((r) => r.plaintext)), records: records.length }
+  return { head: decodeResponseHead(records[0]!.plaintext), body: Buffer.concat(records.slice(1).map((r) => r.plaintext)), records: records.length, joined: dec.joined, wireRecords: dec.records }
 }
 
 function feed(sink: ResponseStream, body: Buffer, chunk: number) {
@@ -102,6 +103,27 @@ function feed(sink: ResponseStream, body: Buffer, chunk: number) {
 }
 
 describe('ResponseStream', () => {
+  it('answers a joined request with one joined record when the whole answer fits it, else with separate records', () => {
+    for (const [n, joinedOnWire] of [[1000, true], [K - 100, true], [K, false], [0, false]] as const) {
+      const { res, sink, flow, events } = setup({ joined: true })
+      const body = randomBytes(n)
+      sink.start(200, [['content-type', 'text/plain']], n, flow)
+      feed(sink, body, 10_000)
+      sink.end()
+      const d = decode(res.bytes)
+      expect(d.body.equals(body), `${n} bytes`).toBe(true)
+      expect(d.joined, `${n} bytes`).toBe(joinedOnWire)
+      expect(d.wireRecords, `${n} bytes`).toBe(joinedOnWire || n === 0 ? 1 : 2)
+      expect(events).toEqual(['started 200', 'finished 200'])
+    }
+    // An unjoined request never gets a joined answer (its sender may not read one).
+    const { res, sink, flow } = setup({ joined: false })
+    sink.start(200, [], 10, flow)
+    sink.data(Buffer.alloc(10))
+    sink.end()
+    expect(decode(res.bytes)).toMatchObject({ joined: false, wireRecords: 2 })
+  })
+
   it.each([0, 1, K])('a %i-byte answer goes out in one piece when it ends (status, headers, envelope)', (n) => {
     const { res, sink, flow, events } = setup()
     const body = randomBytes(n)

@@ -233,7 +233,11 @@ describe('key-schedule.json', () => {
   })
 })
 
-interface EnvelopeVectorRecord { index: number; flags: number; length: number; plaintext: BytesSpec; text?: string; nonce: string; aad: string; tag: string }
+interface EnvelopeVectorRecord {
+  index: number; flags: number; length: number; plaintext: BytesSpec; text?: string; nonce: string; aad: string; tag: string
+  /** Joined head records (flags & 0x04): the head's length and the body bytes after it. */
+  joinedHeadLength?: number; body?: BytesSpec
+}
 interface EnvelopeVector {
   name: string; kind: 'request' | 'response'; sessionId: string; requestLine: string; seq: number
   c2s?: string; timestampMs?: number; s2c?: string; requestTimestampMs?: number; salt?: string; responseKey?: string
@@ -247,7 +251,7 @@ describe('envelope.json', () => {
   it('covers the documented cases', () => {
     expect(v.cases.map((c) => c.name)).toEqual([
       'request-get-head-only', 'request-post-two-body-records', 'request-post-empty-body', 'request-put-64k-plus-partial',
-      'response-head-and-body', 'response-head-only',
+      'response-head-and-body', 'response-head-only', 'request-post-joined', 'response-joined',
     ])
     const big = v.cases.find((c) => c.name === 'request-put-64k-plus-partial')!
     expect(big.records.map((r) => r.length)).toEqual([big.records[0]!.length, 65_536, 4464])
@@ -259,6 +263,11 @@ describe('envelope.json', () => {
       const request = c.kind === 'request'
       const ts = request ? c.timestampMs! : c.requestTimestampMs!
       const plaintexts = c.records.map((r) => materialize(r.plaintext))
+      const joined = (c.records[0]!.flags & 0x04) !== 0
+      // What the decoder hands out: a joined head record reads as the head and one body record.
+      const logical = joined
+        ? [Buffer.from(c.records[0]!.text!, 'utf8'), materialize(c.records[0]!.body!)]
+        : plaintexts
 
       it('uses the session keys of key-schedule.json', () => {
         if (request) expect(c.c2s).toBe(ks.session.c2s)
@@ -285,10 +294,18 @@ describe('envelope.json', () => {
           const last = i === c.records.length - 1
           expect(r.index).toBe(i)
           expect(pr.flags).toBe(r.flags)
-          expect(pr.flags).toBe((i === 0 ? 0x02 : 0) | (last ? 0x01 : 0))
+          expect(pr.flags).toBe((i === 0 ? 0x02 : 0) | (last ? 0x01 : 0) | (i === 0 && joined ? 0x04 : 0))
           expect(pr.ciphertext).toHaveLength(r.length)
           expect(plaintexts[i]).toHaveLength(r.length)
-          if (r.text !== undefined) expect(plaintexts[i]!.toString('utf8')).toBe(r.text)
+          if ((r.flags & 0x04) !== 0) {
+            // Joined: u16 head length || head JSON || body.
+            const pt = plaintexts[i]!
+            expect(pt.readUInt16BE(0)).toBe(r.joinedHeadLength)
+            expect(pt.subarray(2, 2 + r.joinedHeadLength!).toString('utf8')).toBe(r.text)
+            expect(pt.subarray(2 + r.joinedHeadLength!).equals(materialize(r.body!))).toBe(true)
+          } else if (r.text !== undefined) {
+            expect(plaintexts[i]!.toString('utf8')).toBe(r.text)
+          }
           const nonce = nonceRef(c.seq, i)
           const aad = aadRef(request ? 1 : 2, c.seq, ts, c.sessionId, c.requestLine, r.flags)
           expect(nonce.toString('hex')).toBe(r.nonce)
@@ -314,10 +331,11 @@ describe('envelope.json', () => {
           for (let o = 0; o < env.length; o += step) got.push(...dec.push(env.subarray(o, o + step)))
           dec.end()
           expect(dec.preamble).toMatchObject({ kind: c.kind, seq: c.seq, timestampMs: ts })
-          expect(got.map((r) => r.plaintext.toString('hex'))).toEqual(plaintexts.map((b) => b.toString('hex')))
-          expect(got.map((r) => [r.head, r.final])).toEqual(c.records.map((_, i) => [i === 0, i === c.records.length - 1]))
+          expect(got.map((r) => r.plaintext.toString('hex'))).toEqual(logical.map((b) => b.toString('hex')))
+          expect(got.map((r) => [r.head, r.final])).toEqual(logical.map((_, i) => [i === 0, i === logical.length - 1]))
+          expect(dec.joined).toBe(joined)
         }
-        const head = plaintexts[0]!
+        const head = logical[0]!
         if (request) expect(() => decodeRequestHead(head)).not.toThrow()
         else expect(() => decodeResponseHead(head)).not.toThrow()
       })
@@ -326,7 +344,9 @@ describe('envelope.json', () => {
         const enc = new EnvelopeEncoder(request
           ? { kind: 'request', key: h(c.c2s!), sessionId: c.sessionId, requestLine: c.requestLine, seq: c.seq, timestampMs: c.timestampMs! }
           : { kind: 'response', key: h(c.s2c!), sessionId: c.sessionId, requestLine: c.requestLine, seq: c.seq, timestampMs: c.requestTimestampMs!, salt: h(c.salt!) })
-        const out = [enc.preamble, ...plaintexts.map((p, i) => enc.record(p, i === plaintexts.length - 1))]
+        const out = joined
+          ? [enc.preamble, enc.joined(logical[0]!, logical[1]!, true)]
+          : [enc.preamble, ...plaintexts.map((p, i) => enc.record(p, i === plaintexts.length - 1))]
         expect(Buffer.concat(out).toString('hex')).toBe(c.envelope)
       })
     })
@@ -347,6 +367,7 @@ describe('invalid.json', () => {
       'bad-magic', 'wrong-version', 'wrong-kind', 'unknown-flags', 'first-record-without-head', 'head-on-later-record',
       'flipped-ciphertext-bit', 'flipped-tag-bit', 'wrong-request-line', 'wrong-session-id', 'swapped-record-order',
       'truncated-no-final', 'data-after-final', 'seq-zero', 'record-length-over-64k',
+      'joined-on-body-record', 'joined-head-length-past-record', 'joined-shorter-than-prefix',
     ]))
     expect(new Set(v.cases.map((c) => c.name)).size).toBe(v.cases.length)
   })

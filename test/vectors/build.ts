@@ -236,6 +236,8 @@ interface RecordInput {
   final: boolean
   /** Set on head records so the vector shows the JSON too. */
   text?: string
+  /** A joined head record (FLAG_JOINED): `plaintext` is u16 length || head || body. */
+  joined?: { head: Buffer; body: Buffer }
 }
 
 interface EnvelopeCaseInput {
@@ -259,7 +261,7 @@ function envelopeCase(c: EnvelopeCaseInput) {
   })
   const parts: Buffer[] = [enc.preamble]
   const records = c.records.map((r, index) => {
-    const sealed = enc.record(r.plaintext, r.final)
+    const sealed = r.joined ? enc.joined(r.joined.head, r.joined.body, r.final) : enc.record(r.plaintext, r.final)
     parts.push(sealed)
     const flags = sealed[0]!
     return {
@@ -268,6 +270,7 @@ function envelopeCase(c: EnvelopeCaseInput) {
       length: r.plaintext.length,
       plaintext: spec(r.plaintext),
       ...(r.text !== undefined ? { text: r.text } : {}),
+      ...(r.joined ? { joinedHeadLength: r.joined.head.length, body: spec(r.joined.body) } : {}),
       ...recordAids(c.kind, c.seq, c.timestampMs, c.sessionId, c.requestLine, index, flags),
       tag: hex(sealed.subarray(sealed.length - 16)),
     }
@@ -289,6 +292,13 @@ function envelopeCase(c: EnvelopeCaseInput) {
 
 function headRecord(json: Buffer, final: boolean): RecordInput {
   return { plaintext: json, final, text: json.toString('utf8') }
+}
+
+/** A joined head record (FLAG_JOINED) carrying the whole body: flags HEAD | JOINED | FINAL. */
+function joinedRecord(json: Buffer, body: Buffer): RecordInput {
+  const prefix = Buffer.alloc(2)
+  prefix.writeUInt16BE(json.length, 0)
+  return { plaintext: Buffer.concat([prefix, json, body]), final: true, text: json.toString('utf8'), joined: { head: json, body } }
 }
 
 export function buildEnvelopeVectors() {
@@ -357,6 +367,19 @@ export function buildEnvelopeVectors() {
         kind: 'response', key: s.s2c, sessionId, requestLine: 'POST /api/v1/items/42/touch', seq: 3, timestampMs: 1_700_000_003_000,
         salt: Buffer.from(FIXED.responseSalt2, 'hex'),
         records: [headRecord(encodeResponseHead({ status: 204, headers: [] }), true)],
+      }),
+      envelopeCase({
+        name: 'request-post-joined',
+        description: 'POST whose small body is joined to the head (flags 0x07 HEAD | FINAL | JOINED): plaintext = u16 head length || head JSON || body.',
+        kind: 'request', key: s.c2s, sessionId, requestLine: 'POST /api/v1/items', seq: 5, timestampMs: 1_700_000_005_000,
+        records: [joinedRecord(encodeRequestHead({ headers: [['content-type', 'application/json']] }), Buffer.concat([body1, body2]))],
+      }),
+      envelopeCase({
+        name: 'response-joined',
+        description: 'Response to request-post-joined (seq 5), joined as its request was: one record, flags 0x07.',
+        kind: 'response', key: s.s2c, sessionId, requestLine: 'POST /api/v1/items', seq: 5, timestampMs: 1_700_000_005_000,
+        salt: Buffer.from(FIXED.responseSalt, 'hex'),
+        records: [joinedRecord(encodeResponseHead({ status: 201, headers: [['content-type', 'application/json']] }), respBody)],
       }),
     ],
   }
@@ -431,6 +454,12 @@ export function buildInvalidVectors() {
   const part2 = Buffer.from('world', 'utf8')
   const HEAD = 0x02
   const FINAL = 0x01
+  const JOINED = 0x04
+  const joinedPlaintext = (h: Buffer, body: Buffer, declared = h.length) => {
+    const prefix = Buffer.alloc(2)
+    prefix.writeUInt16BE(declared, 0)
+    return Buffer.concat([prefix, h, body])
+  }
   const pre = { seq, timestampMs }
   const good = sealRaw(s.c2s, sessionId, requestLine, pre, [
     { flags: HEAD, plaintext: head }, { flags: 0, plaintext: part1 }, { flags: FINAL, plaintext: part2 },
@@ -466,9 +495,25 @@ export function buildInvalidVectors() {
     },
     {
       name: 'unknown-flags', error: MALFORMED,
-      description: 'Record flags 0x07: bit 0x04 is not defined. Sealed with these flags, so only the flags check rejects it.',
-      envelope: sealed({}, [{ flags: 0x04 | HEAD | FINAL, plaintext: head }]),
+      description: 'Record flags 0x0b: bit 0x08 is not defined. Sealed with these flags, so only the flags check rejects it.',
+      envelope: sealed({}, [{ flags: 0x08 | HEAD | FINAL, plaintext: head }]),
     },
+    {
+      name: 'joined-on-body-record', error: MALFORMED,
+      description: 'Record 1 has JOINED (0x04) without HEAD: only a head record can be joined.',
+      envelope: sealed({}, [{ flags: HEAD, plaintext: head }, { flags: JOINED | FINAL, plaintext: joinedPlaintext(head, part1) }]),
+    },
+    {
+      name: 'joined-head-length-past-record', error: MALFORMED,
+      description: 'Joined head record (0x07) whose u16 head length is one more than the bytes that follow it.',
+      envelope: sealed({}, [{ flags: JOINED | HEAD | FINAL, plaintext: joinedPlaintext(head, Buffer.alloc(0), head.length + 1) }]),
+    },
+    {
+      name: 'joined-shorter-than-prefix', error: MALFORMED,
+      description: 'Joined head record (0x07) of one byte: shorter than its 2-byte head length.',
+      envelope: sealed({}, [{ flags: JOINED | HEAD | FINAL, plaintext: Buffer.from([0]) }]),
+    },
+
     {
       name: 'first-record-without-head', error: MALFORMED,
       description: 'Record 0 has FINAL but not HEAD (sealed with those flags).',
