@@ -92,7 +92,10 @@ try {
   console.log('|---|---:|---:|---:|---:|')
   console.log(`| A | ${a!.cpu.toFixed(1)} | ${Math.round(a!.rps)} | ${a!.p99} | ${a!.errors} |`)
   console.log(`| B | ${b!.cpu.toFixed(1)} | ${Math.round(b!.rps)} | ${b!.p99} | ${b!.errors} |`)
-  console.log(`\nB ÷ A: CPU per request ${(b!.cpu / a!.cpu).toFixed(3)}, req/s ${(b!.rps / a!.rps).toFixed(3)}`)
+  // Rounds are paired (A and B back to back): the median of the per-round ratios is the steadier figure.
+  const paired = (f: (x: Sample) => number) => median(sides[0]!.samples.map((x, i) => f(sides[1]!.samples[i]!) / f(x)))
+  console.log(`\nB ÷ A (medians): CPU per request ${(b!.cpu / a!.cpu).toFixed(3)}, req/s ${(b!.rps / a!.rps).toFixed(3)}`)
+  console.log(`B ÷ A (median of per-round ratios): CPU per request ${paired((x) => x.cpuUsPerReq).toFixed(3)}, req/s ${paired((x) => x.rps).toFixed(3)}`)
   await dev.device.close()
   await mail?.device.close()
 } finally {

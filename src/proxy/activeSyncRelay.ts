@@ -4,7 +4,8 @@
  *
  *   client ──uWS onData──▶ RequestBody (Readable, highWaterMark) ──undici──▶ Exchange
  *            ◀─ res.pause() when the Readable is full, res.resume() when undici reads again
- *   (HTTP/2 to Exchange: a body declared within bodyHighWaterMark is read whole first, activeSyncUpstream.ts)
+ *   (a body declared within bodyHighWaterMark, 64 KiB, is read whole first and sent as one Buffer:
+ *   cheaper over HTTP/1.1, and over HTTP/2 what lets it share a connection; activeSyncUpstream.ts)
  *
  *   client ◀──uWS write/tryEnd── Relay (undici dispatch handler) ◀──────────────── Exchange
  *            controller.pause() when uWS reports backpressure, resume() in onWritable
