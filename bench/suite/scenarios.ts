@@ -169,25 +169,28 @@ export async function idleScenario(w: World, dev: BenchDevice, s: Settings, log?
     let failed = 0
     const t0 = performance.now()
     let stopKeeper = false
-    // Every connection gets a request every ~5 s whatever the answers' latency (a slow answer
-    // must not stretch the cycle past the 10 s idle timeout); one in flight per connection at most.
+    // Every connection gets a request when its last one is 4 s old, whatever the answers' latency
+    // and however late this loop's ticks come (the ramp's handshakes keep the generator busy): a
+    // rotation by a fixed batch per tick stretched past uWebSockets.js's 10 s idle timeout under
+    // load and lost connections. One request in flight per connection at most.
     const busy = new WeakSet<KeptConnection>()
+    const lastSent = new WeakMap<KeptConnection, number>()
     const keeper = (async () => {
-      let i = 0
       while (!stopKeeper) {
-        const batch = Math.max(1, Math.ceil(conns.length / 50))
-        for (const c of conns.slice(i, i + batch)) {
-          if (busy.has(c) || c.socket.destroyed) continue
+        const due = performance.now() - 4000
+        for (const c of conns) {
+          if (busy.has(c) || c.socket.destroyed || (lastSent.get(c) ?? 0) > due) continue
           busy.add(c)
+          lastSent.set(c, performance.now())
           c.request(t.req()).catch(() => { failed++ }).finally(() => busy.delete(c))
         }
-        i = i + batch >= conns.length ? 0 : i + batch
         await new Promise((r) => setTimeout(r, 100))
       }
     })()
     for (let i = 0; i < n; i += 100) {
       const opened = await Promise.allSettled(Array.from({ length: Math.min(100, n - i) }, async () => {
         const c = await KeptConnection.open(t.port, w.ca)
+        lastSent.set(c, performance.now())
         await c.request(t.req())
         return c
       }))
