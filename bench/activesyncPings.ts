@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Agent } from 'undici'
 import { GatehouseDevice } from '../src/client/device.js'
-import { CLI, freePort } from './lib.js'
+import { CLI, freePort, securityYaml } from './lib.js'
 
 const SELF = fileURLToPath(import.meta.url)
 
@@ -54,14 +54,7 @@ async function main(): Promise<void> {
   }
   const mailPassword = 'mailbox-password-1'
   const userPassword = 'bench-user-password-1'
-  writeFileSync(path.join(dir, 'gatehouse.yaml'), `
-log: { level: warn }
-security:
-  listen: { port: ${ports.device} }
-  proxyApi: { port: ${ports.proxyApi} }
-  admin: { port: ${ports.secAdmin} }
-  proxyUrl: https://localhost:${ports.proxy}
-proxy:
+  writeFileSync(path.join(dir, 'gatehouse.yaml'), `${securityYaml(ports)}proxy:
   listen: { port: ${ports.proxy} }
   admin: { port: ${ports.proxyAdmin} }
   securityServers: [https://localhost:${ports.proxyApi}]

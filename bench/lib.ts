@@ -33,20 +33,25 @@ export interface Running {
 }
 
 /** `proxyYaml`: extra lines for the proxy section (YAML, indented two spaces), e.g. limits. */
-export async function startGatehouse(o: { proxyYaml?: string } = {}): Promise<Running> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'))
-  const ports = {
-    device: await freePort(), proxyApi: await freePort(), secAdmin: await freePort(),
-    proxy: await freePort(), proxyAdmin: await freePort(), upstream: await freePort(), appUpstream: await freePort(),
-  }
-  writeFileSync(path.join(dir, 'gatehouse.yaml'), `
+/** The `log` and `security` sections of a benchmark's gatehouse.yaml: quiet log, loopback ports. */
+export function securityYaml(ports: { device: number; proxyApi: number; secAdmin: number; proxy: number }): string {
+  return `
 log: { level: warn }
 security:
   listen: { port: ${ports.device} }
   proxyApi: { port: ${ports.proxyApi} }
   admin: { port: ${ports.secAdmin} }
   proxyUrl: https://localhost:${ports.proxy}
-proxy:
+`
+}
+
+export async function startGatehouse(o: { proxyYaml?: string } = {}): Promise<Running> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'gh-bench-'))
+  const ports = {
+    device: await freePort(), proxyApi: await freePort(), secAdmin: await freePort(),
+    proxy: await freePort(), proxyAdmin: await freePort(), upstream: await freePort(), appUpstream: await freePort(),
+  }
+  writeFileSync(path.join(dir, 'gatehouse.yaml'), `${securityYaml(ports)}proxy:
   listen: { port: ${ports.proxy} }
   admin: { port: ${ports.proxyAdmin} }
   securityServers: [https://localhost:${ports.proxyApi}]

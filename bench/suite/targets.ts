@@ -19,7 +19,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { CLI, ROOT, freePort } from '../lib.js'
+import { CLI, ROOT, freePort, securityYaml } from '../lib.js'
 import { childPids, hasTaskset, spawnReady, stopProcess, type Spawned } from './procs.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
@@ -106,14 +106,7 @@ export async function startWorld(o: WorldOptions = {}): Promise<World> {
     proxy2: await freePort(), proxy2Admin: await freePort(), upstream: await freePort(), exchange: await freePort(), exchangeStats: await freePort(),
     nginx: await freePort(), node: await freePort(),
   }
-  const security = `
-log: { level: warn }
-security:
-  listen: { port: ${ports.device} }
-  proxyApi: { port: ${ports.proxyApi} }
-  admin: { port: ${ports.secAdmin} }
-  proxyUrl: https://localhost:${ports.proxy}
-`
+  const security = securityYaml(ports)
   writeFileSync(path.join(dir, 'gatehouse.yaml'), security + proxyYaml(ports.proxy, ports.proxyAdmin, ports))
   writeFileSync(path.join(dir, 'gatehouse2.yaml'), security + proxyYaml(ports.proxy2, ports.proxy2Admin, ports))
   writeFileSync(path.join(dir, 'upstream.yaml'), `demo: { upstream: { port: ${ports.upstream} } }\n`)

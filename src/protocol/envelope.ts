@@ -80,6 +80,17 @@ export function splitJoined(plaintext: Buffer): [head: Buffer, body: Buffer] {
 }
 
 /**
+ * What an opened joined head record reads as: the head record and one body record; with an empty
+ * body that ends the envelope, a head-only record (a GET). EnvelopeDecoder.push and the crypto
+ * pool's path (requestStream.ts) both read joined records through this.
+ */
+export function joinedRecords(index: number, plaintext: Buffer, final: boolean): DecodedRecord[] {
+  const [head, body] = splitJoined(plaintext)
+  if (final && body.length === 0) return [{ index, head: true, final: true, plaintext: head }]
+  return [{ index, head: true, final: false, plaintext: head }, { index, head: false, final, plaintext: body }]
+}
+
+/**
  * One record's AES-256-GCM seal, detached from its encoder so that it can run elsewhere (a crypto
  * worker pool): every buffer is the job's own. `sealRecordJob` gives the whole record bytes.
  */
@@ -106,7 +117,7 @@ export interface OpenJob {
 export interface FramedRecord {
   index: number
   head: boolean
-  /** A joined head record: once opened, split it with splitJoined(). */
+  /** A joined head record: once opened, read it with joinedRecords(). */
   joined: boolean
   final: boolean
   length: number
@@ -344,11 +355,7 @@ export class EnvelopeDecoder {
         out.push({ index, head: (flags & FLAG_HEAD) !== 0, final, plaintext })
         return
       }
-      // A joined head record reads as the head record and one body record; with an empty body
-      // that ends the envelope, as a head-only record (a GET).
-      const [head, body] = splitJoined(plaintext)
-      if (final && body.length === 0) out.push({ index, head: true, final: true, plaintext: head })
-      else out.push({ index, head: true, final: false, plaintext: head }, { index, head: false, final, plaintext: body })
+      out.push(...joinedRecords(index, plaintext, final))
     })
     return out
   }

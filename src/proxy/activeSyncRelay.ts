@@ -44,15 +44,22 @@ export interface RelayEvents {
 }
 
 /**
- * The request body, streamed from uWS into a Readable that undici consumes. Reading from the
+ * The request body from uWS, handed to undici either as a Readable (streamed) or, once complete,
+ * as one Buffer (whole(): a body declared within the whole-body limit). Until one of the two is
+ * asked for, chunks are held; the Readable is made only for a streamed body. Reading from the
  * client pauses while `highWaterMark` bytes wait (uWS `pause()`), so a client uploading faster
  * than Exchange reads costs at most that much memory.
  */
 export class RequestBody {
-  readonly stream: Readable
   received = 0
   complete = false
   private paused = false
+  private destroyed = false
+  private readable: Readable | undefined
+  /** Chunks received before the stream or whole() took over. */
+  private held: Buffer[] = []
+  private heldBytes = 0
+  private onWhole: ((body: Buffer) => void) | undefined
 
   constructor(private readonly res: uws.HttpResponse, private readonly o: {
     limit: number
@@ -60,23 +67,25 @@ export class RequestBody {
     live(): boolean
     onTooLarge(): void
     onBytes(n: number): void
-  }) {
-    this.stream = new Readable({
-      highWaterMark: o.highWaterMark,
-      read: () => {
-        if (this.paused && o.live()) {
-          this.paused = false
-          this.res.resume()
-        }
-      },
-    })
+  }) {}
+
+  /** The body as a Readable for undici, made on first use with what arrived so far. */
+  get stream(): Readable {
+    if (this.readable) return this.readable
+    const r = new Readable({ highWaterMark: this.o.highWaterMark, read: () => this.resumeClient() })
     // An error ends the stream for undici; the cause is reported by the owner.
-    this.stream.on('error', () => undefined)
+    r.on('error', () => undefined)
+    for (const c of this.takeHeld()) r.push(c)
+    if (this.complete) r.push(null)
+    if (this.destroyed) r.destroy()
+    this.readable = r
+    return r
   }
 
   /** Hand one uWS chunk over (copied: uWS reuses its buffer after the callback). */
   push(chunk: ArrayBuffer, isLast: boolean): void {
-    if (this.stream.destroyed) return
+    // Destroyed by us, or the stream by undici (the upstream request failed).
+    if (this.destroyed || this.readable?.destroyed) return
     const n = chunk.byteLength
     this.received += n
     if (this.received > this.o.limit) {
@@ -85,26 +94,60 @@ export class RequestBody {
     }
     if (n > 0) {
       this.o.onBytes(n)
-      if (!this.stream.push(uws.copyChunk(chunk)) && !isLast && this.o.live()) {
+      const copy = uws.copyChunk(chunk)
+      let full: boolean
+      if (this.readable) {
+        full = !this.readable.push(copy)
+      } else {
+        this.held.push(copy)
+        this.heldBytes += n
+        full = this.heldBytes > this.o.highWaterMark && this.onWhole === undefined
+      }
+      if (full && !isLast && this.o.live()) {
         this.paused = true
         this.res.pause()
       }
     }
     if (isLast) {
       this.complete = true
-      this.stream.push(null)
+      if (this.readable) this.readable.push(null)
+      else if (this.onWhole) this.onWhole(this.concatHeld())
     }
   }
 
   destroy(err?: Error): void {
-    if (!this.stream.destroyed) this.stream.destroy(err)
+    if (this.destroyed) return
+    this.destroyed = true
+    this.held = []
+    this.onWhole = undefined
+    this.readable?.destroy(err)
   }
 
-  /** Read it to its end and hand it over as one Buffer (a small body); never called back if destroyed first. */
+  /** Hand the body over as one Buffer once complete (a small body); never called back if destroyed first. */
   whole(done: (body: Buffer) => void): void {
-    const chunks: Buffer[] = []
-    this.stream.on('data', (c: Buffer) => chunks.push(c))
-    this.stream.once('end', () => done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
+    if (this.destroyed) return
+    if (this.complete) return done(this.concatHeld())
+    this.onWhole = done
+    this.resumeClient()
+  }
+
+  private resumeClient(): void {
+    if (this.paused && this.o.live()) {
+      this.paused = false
+      this.res.resume()
+    }
+  }
+
+  private takeHeld(): Buffer[] {
+    const held = this.held
+    this.held = []
+    this.heldBytes = 0
+    return held
+  }
+
+  private concatHeld(): Buffer {
+    const held = this.takeHeld()
+    return held.length === 1 ? held[0]! : Buffer.concat(held)
   }
 }
 
@@ -149,7 +192,7 @@ export class Relay {
   start(upstream: ExchangeUpstream, r: RelayRequest): void {
     const body = r.body
     if (body !== null && r.bodyLength !== undefined && r.bodyLength <= upstream.wholeBodyMax) {
-      // HTTP/2: a whole body lets the request share a connection (activeSyncUpstream.ts).
+      // One write with its length (HTTP/1.1), and over HTTP/2 what lets it share a connection.
       body.whole((whole) => {
         if (!this.abortReason && !this.ev.gone()) this.dispatch(upstream, r, whole)
       })

@@ -20,7 +20,7 @@
 import { Readable } from 'node:stream'
 import { DecryptError, MalformedError, TruncatedError, UpstreamBackpressureError } from '../errors.js'
 import { MAX_RECORD_PLAINTEXT } from '../protocol/constants.js'
-import { EnvelopeDecoder, splitJoined, type Preamble } from '../protocol/envelope.js'
+import { EnvelopeDecoder, joinedRecords, type Preamble } from '../protocol/envelope.js'
 import type { CryptoPool } from './cryptoPool.js'
 import { InOrder } from './inOrder.js'
 
@@ -146,11 +146,8 @@ export class RequestStream {
   /** One authenticated record: the head is checked, body plaintext held or streamed on. */
   private take(r: Opened): void {
     if (r.joined) {
-      const [head, body] = splitJoined(r.plaintext)
-      // An empty joined body that ends the envelope is a head-only request (as EnvelopeDecoder.push reads it).
-      this.take({ head: true, final: r.final && body.length === 0, plaintext: head })
-      if (r.final && body.length === 0) return
-      return this.take({ head: false, final: r.final, plaintext: body })
+      for (const part of joinedRecords(0, r.plaintext, r.final)) this.take(part)
+      return
     }
     if (r.head) {
       this.o.head(this.decoder.preamble!, r.plaintext)
