@@ -1,8 +1,9 @@
 /**
  * The connections of the ActiveSync gateway to Exchange, HTTP/1.1 or HTTP/2.
  *
- * HTTP/1.1 (default): an undici Pool, one request per connection at a time. A held Ping holds a
- * connection for its whole heartbeat, so the proxy needs two sockets per online mail client.
+ * HTTP/1.1 (default): the proxy's own keep-alive pool (h1Pool.ts; streamed uploads go through
+ * undici), one request per connection at a time. A held Ping holds a connection for its whole
+ * heartbeat, so the proxy needs two sockets per online mail client.
  *
  * HTTP/2 (`upstreamHttp2`, https only, negotiated by ALPN): requests share connections, up to
  * `maxStreams` at once on each, so 10,000 held Pings need 100 connections to Exchange instead of
@@ -29,8 +30,10 @@
  * not exceed it (RFC 9113 §6.5.2 recommends servers allow at least 100).
  */
 import type { TLSSocket } from 'node:tls'
+import { Readable } from 'node:stream'
 import { buildConnector, Client, Pool, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.js'
+import { H1Pool } from './h1Pool.js'
 
 export interface ExchangeUpstream {
   readonly protocol: 'http/1.1' | 'h2'
@@ -75,24 +78,24 @@ class Http1Upstream implements ExchangeUpstream {
    * -- --scenario activesync, docs/performance.md). A slow client then holds no Exchange connection.
    */
   readonly wholeBodyMax: number
-  private readonly pool: Pool
+  private readonly pool: H1Pool
 
   constructor(o: ExchangeUpstreamOptions) {
     this.wholeBodyMax = o.wholeBodyMax
-    this.pool = new Pool(o.origin, {
-      connections: o.maxConnections,
-      pipelining: 1,
-      keepAliveTimeout: 30_000,
-      connect: o.ca ? { ca: o.ca } : {},
-    })
+    this.pool = new H1Pool(o.origin, { connections: o.maxConnections, connectTimeoutMs: 10_000, ca: o.ca, keepAliveTimeoutMs: 30_000 })
   }
 
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    this.pool.dispatch(opts, handler)
+    const body = opts.body
+    this.pool.dispatch({
+      method: opts.method, path: opts.path, headers: opts.headers as Record<string, string | string[]>,
+      body: body instanceof Readable || Buffer.isBuffer(body) ? body : null,
+      headersTimeout: opts.headersTimeout ?? 300_000, bodyTimeout: opts.bodyTimeout ?? 300_000,
+    }, handler)
   }
 
   connections(): number {
-    return this.pool.stats.connected
+    return this.pool.size
   }
 
   async close(): Promise<void> {

@@ -15,9 +15,10 @@
  * A request body may be a Readable (streamed upload); such a request is never retried.
  */
 import type { Readable } from 'node:stream'
-import { Pool, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import { UpstreamError, UpstreamTimeoutError } from '../errors.js'
 import type { HeaderList } from '../protocol/head.js'
+import { H1Pool } from './h1Pool.js'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and ones we set ourselves: never forwarded either way. */
 export const HOP_BY_HOP = new Set([
@@ -74,13 +75,8 @@ const CONNECT_CODES = new Set([
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'])
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 
-export function createPool(origin: string, o: { connections: number; connectTimeoutMs: number; ca?: Buffer | undefined }): Pool {
-  return new Pool(origin, {
-    connections: o.connections,
-    pipelining: 1,
-    keepAliveTimeout: 30_000,
-    connect: o.ca ? { timeout: o.connectTimeoutMs, ca: o.ca } : { timeout: o.connectTimeoutMs },
-  })
+export function createPool(origin: string, o: { connections: number; connectTimeoutMs: number; ca?: Buffer | undefined }): H1Pool {
+  return new H1Pool(origin, { connections: o.connections, connectTimeoutMs: o.connectTimeoutMs, ca: o.ca, keepAliveTimeoutMs: 30_000 })
 }
 
 /** What an attempt reports to its owner. */
@@ -119,12 +115,9 @@ export class Attempt<T> implements Dispatcher.DispatchHandler, UpstreamResponse,
   ) {}
 
   /** Send it. Errors of the request itself (invalid header) arrive through onResponseError as well. */
-  dispatch(pool: Dispatcher, origin: string, req: ForwardRequest, timeoutMs: number): void {
+  dispatch(pool: H1Pool, req: ForwardRequest, timeoutMs: number): void {
     this.sink = req.sink
-    pool.dispatch({
-      origin, method: req.method as Dispatcher.HttpMethod, path: req.path, headers: req.headers, body: req.body,
-      headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
-    }, this)
+    pool.dispatch({ method: req.method, path: req.path, headers: req.headers, body: req.body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs }, this)
   }
 
   /** Give up on it. A request still queued in the pool is dropped when it reaches a connection. */

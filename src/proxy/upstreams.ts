@@ -22,7 +22,6 @@
 import { readFileSync } from 'node:fs'
 import { Readable } from 'node:stream'
 import type { Counter, LabelValues } from 'prom-client'
-import type { Pool } from 'undici'
 import { ConfigError, UpstreamError, UpstreamTimeoutError } from '../errors.js'
 import type { Logger } from '../observability/logger.js'
 import type { ProxyMetrics, UpstreamTargetState } from './metrics.js'
@@ -30,6 +29,7 @@ import type { HealthCheckSpec, Route } from './routeTable.js'
 import { TargetHealth, type Clock } from './upstreamHealth.js'
 import { HealthChecker, type CheckResult } from './upstreamHealthCheck.js'
 import { RoundRobin } from './upstreamSelect.js'
+import type { H1Pool } from './h1Pool.js'
 import { Attempt, createPool, upstreamError, type AttemptOwner, type FailureKind, type ForwardRequest, type UpstreamResponse } from './upstreamTransport.js'
 
 export { HOP_BY_HOP, type ForwardRequest, type UpstreamResponse } from './upstreamTransport.js'
@@ -43,7 +43,7 @@ const DEFAULT_HEALTH = { unhealthyAfter: 2, healthyAfter: 1 }
 interface Target {
   readonly index: number
   readonly origin: string
-  readonly pool: Pool
+  readonly pool: H1Pool
   readonly health: TargetHealth
 }
 
@@ -77,7 +77,7 @@ export function targetsOf(route: { prefix: string; upstream?: string | undefined
 export class Upstreams {
   /** By Route.index (position in the config). */
   private readonly byRoute: RouteUpstreams[] = []
-  private readonly pools = new Map<string, Pool>()
+  private readonly pools = new Map<string, H1Pool>()
 
   constructor(routes: readonly Route[], private readonly o: UpstreamsOptions) {
     for (const r of routes) this.byRoute[r.index] = this.prepare(r)
@@ -205,7 +205,7 @@ class Forwarding implements AttemptOwner<Target> {
   private send(t: Target): void {
     const a = new Attempt(t, t.health.claim(), this.limit, this)
     this.attempt = a
-    a.dispatch(t.pool, t.origin, this.req, this.u.timeoutMs)
+    a.dispatch(t.pool, this.req, this.u.timeoutMs)
   }
 
   answered(a: Attempt<Target>): void {
