@@ -9,6 +9,8 @@ import type { Row } from './suite/scenarios.js'
 
 const file = process.argv[2]
 if (!file) throw new Error('usage: rerender.js RESULT.json')
-const saved = JSON.parse(readFileSync(file, 'utf8')) as { machine: Machine; settings?: Record<string, unknown>; rows: Row[] }
+const saved = JSON.parse(readFileSync(file, 'utf8')) as {
+  machine: Machine; settings?: Record<string, unknown>; rows: Row[]; perRound?: { values: Record<string, number>; rounds: number }
+}
 const rows = withRatios(saved.rows)
-console.log(`${markdown(saved.machine, rows, saved.settings ?? {})}\n\n${goalsMarkdown(goals(rows))}`)
+console.log(`${markdown(saved.machine, rows, saved.settings ?? {})}\n\n${goalsMarkdown(goals(rows, saved.perRound))}`)

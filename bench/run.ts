@@ -4,7 +4,9 @@
  * Markdown table and JSON under bench/results/ (see docs/performance.md, "Benchmark suite").
  *
  * Usage: npm run bench [-- --duration 10 --connections 50 --devices 10000 --idle 10000
- *                          --revocations 50 --big 100 --pin --only payload,halfload,activesync,handshakes,idle,streaming,cold,revocation]
+ *                          --revocations 50 --big 100 --pin --rounds 1 --only payload,halfload,activesync,handshakes,idle,streaming,cold,revocation]
+ * --rounds N repeats the throughput scenarios (payload, halfload, activesync, handshakes) N times,
+ * reports medians, and takes the goals' ratios as medians of per-round ratios (suite/rounds.ts).
  * BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the Gatehouse proxy process.
  */
 import os from 'node:os'
@@ -13,8 +15,9 @@ import { enrolledDevice } from './suite/load.js'
 import { goals, goalsMarkdown } from './suite/goals.js'
 import { machine, markdown, save, withRatios } from './suite/report.js'
 import { revocationScenario } from './suite/revocation.js'
+import { mergeRounds, roundRatios, type RoundRatios } from './suite/rounds.js'
 import {
-  activeSyncScenario, coldSeed, coldStartScenario, halfLoadScenario, handshakeScenario, idleScenario, payloadScenario, streamingScenario,
+  activeSyncScenario, coldSeed, coldStartScenario, halfLoadScenario, handshakeScenario, idleScenario, payloadScenario, setReversed, streamingScenario,
   type Row, type Settings,
 } from './suite/scenarios.js'
 import { setPinning } from './suite/procs.js'
@@ -26,8 +29,11 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' }, connections: { type: 'string', default: '50' }, devices: { type: 'string', default: '10000' },
     idle: { type: 'string', default: '10000' }, revocations: { type: 'string', default: '50' }, big: { type: 'string', default: '100' },
     only: { type: 'string', default: ALL.join(',') }, name: { type: 'string', default: 'bench' }, pin: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '1' },
   },
 })
+const rounds = Number(values.rounds)
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('--rounds: an integer from 1 to 20')
 const only = new Set(values.only.split(','))
 for (const o of only) if (!ALL.includes(o)) throw new Error(`--only: unknown scenario "${o}" (one of ${ALL.join(', ')})`)
 const s: Settings = {
@@ -50,6 +56,7 @@ async function step(name: string, f: () => Promise<Row[]>): Promise<void> {
   }
 }
 
+let perRound: RoundRatios | undefined
 const main = await startWorld({ secondProxy: only.has('revocation'), proxyNodeArgs })
 // Ctrl-C: stop the processes started (nginx, proxies, upstream) before leaving.
 process.once('SIGINT', () => { void main.stop().finally(() => process.exit(130)) })
@@ -61,20 +68,30 @@ try {
   if ((await dev.device.request('POST', '/app/echo', { body: 'x' })).status !== 200) throw new Error('the /app/ route does not answer 200 through Gatehouse')
   // Idle connections first: the proxies' RSS is then that of a fresh process, not of a heap grown by the load runs.
   if (only.has('idle')) await step('idle connections', () => idleScenario(main, dev, s, log))
-  if (only.has('payload')) {
-    await step('1 KiB round trip', () => payloadScenario(main, dev, s, 1024, '1 KiB'))
-    await step('16 KiB round trip', () => payloadScenario(main, dev, s, 16 * 1024, '16 KiB'))
-  }
-  if (only.has('halfload')) {
-    let peak = rows.find((r) => r.scenario === '1 KiB round trip' && r.target === 'gatehouse')?.rps
-    if (peak === undefined) {
-      const pre = await payloadScenario(main, dev, { ...s, duration: Math.min(5, s.duration) }, 1024, 'peak probe: 1 KiB')
-      peak = pre.find((r) => r.target === 'gatehouse')?.rps
+  const throughput: Row[][] = []
+  for (let round = 0; round < rounds; round++) {
+    if (rounds > 1) log(`round ${round + 1} of ${rounds}${round % 2 ? ' (proxies in reverse order)' : ''}`)
+    setReversed(round % 2 === 1)
+    const from = rows.length
+    if (only.has('payload')) {
+      await step('1 KiB round trip', () => payloadScenario(main, dev, s, 1024, '1 KiB'))
+      await step('16 KiB round trip', () => payloadScenario(main, dev, s, 16 * 1024, '16 KiB'))
     }
-    await step('half load', () => halfLoadScenario(main, dev, s, peak ?? 1000))
+    if (only.has('halfload')) {
+      let peak = rows.slice(from).find((r) => r.scenario === '1 KiB round trip' && r.target === 'gatehouse')?.rps
+      if (peak === undefined) {
+        const pre = await payloadScenario(main, dev, { ...s, duration: Math.min(5, s.duration) }, 1024, 'peak probe: 1 KiB')
+        peak = pre.find((r) => r.target === 'gatehouse')?.rps
+      }
+      await step('half load', () => halfLoadScenario(main, dev, s, peak ?? 1000))
+    }
+    if (only.has('activesync')) await step('ActiveSync', () => activeSyncScenario(main, s))
+    if (only.has('handshakes')) await step('handshakes', () => handshakeScenario(main, dev, s))
+    throughput.push(rows.splice(from))
   }
-  if (only.has('activesync')) await step('ActiveSync', () => activeSyncScenario(main, s))
-  if (only.has('handshakes')) await step('handshakes', () => handshakeScenario(main, dev, s))
+  setReversed(false)
+  perRound = rounds > 1 ? roundRatios(throughput) : undefined
+  rows.push(...(rounds > 1 ? mergeRounds(throughput) : throughput[0] ?? []))
   if (only.has('streaming')) {
     // A device of its own: the SDK's sequence numbers would be stale after the sealed runs' ones.
     const streamer = await enrolledDevice(main, { deviceId: 'bench-stream' })
@@ -101,9 +118,13 @@ if (only.has('cold')) {
 
 const m = machine(load0)
 const all = withRatios(rows)
-const gs = goals(all)
-const settings = { duration: `${s.duration} s`, connections: s.connections, 'cold devices': s.coldDevices, 'idle connections': s.idleConnections, revocations: s.revocations, 'big body': `${s.bigMiB} MiB` }
-const md = `${markdown(m, all, settings)}\n\n${goalsMarkdown(gs)}`
-const files = save(values.name, m, all, md, { settings, goals: gs })
+const gs = goals(all, perRound && { values: perRound.medians, rounds })
+const settings = {
+  duration: `${s.duration} s`, connections: s.connections, 'cold devices': s.coldDevices, 'idle connections': s.idleConnections, revocations: s.revocations, 'big body': `${s.bigMiB} MiB`,
+  ...(rounds > 1 ? { rounds: `${rounds} (throughput figures: medians over rounds)` } : {}),
+}
+const roundsMd = perRound ? `\n\nPer-round ratios of the throughput scenarios (${rounds} rounds; the goals use their medians):\n\n${perRound.markdown}` : ''
+const md = `${markdown(m, all, settings)}${roundsMd}\n\n${goalsMarkdown(gs)}`
+const files = save(values.name, m, all, md, { settings, goals: gs, ...(perRound ? { perRound: { values: perRound.medians, rounds } } : {}) })
 console.log(md)
 console.log(`\nwritten: ${files.md}, ${files.json}`)

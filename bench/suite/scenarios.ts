@@ -57,6 +57,18 @@ function missingNginx(w: World, scenario: string): Row {
   return { scenario, target: 'nginx', status: 'missing', note: w.nginxMissing }
 }
 
+let reversed = false
+
+/** `--rounds`: even rounds load the proxies (Gatehouse, nginx, Node) in the reverse order. */
+export function setReversed(v: boolean): void {
+  reversed = v
+}
+
+/** Run the proxies' loads in this round's order (the upstream alone always goes first). */
+async function inOrder(runs: (() => Promise<void>)[]): Promise<void> {
+  for (const run of reversed ? [...runs].reverse() : runs) await run()
+}
+
 /** Proxies under test with their TLS port. */
 function proxies(w: World): { name: 'nginx' | 'node'; port: number; spawned: Spawned }[] {
   const out: { name: 'nginx' | 'node'; port: number; spawned: Spawned }[] = []
@@ -72,16 +84,20 @@ export async function payloadScenario(w: World, dev: BenchDevice, s: Settings, b
   const plainHeaders = { 'content-type': 'application/octet-stream' }
   const rows: Row[] = []
   const base = { duration: s.duration, connections: s.connections, method: 'POST' }
-  let r = await watched([w.upstream], () => load({ ...base, url: `http://127.0.0.1:${w.ports.upstream}`, path: '/echo', headers: plainHeaders, body }))
+  const r = await watched([w.upstream], () => load({ ...base, url: `http://127.0.0.1:${w.ports.upstream}`, path: '/echo', headers: plainHeaders, body }))
   rows.push(ok(scenario, 'upstream', r.result, r.procs))
   const next = dev.sealer('POST', '/app/echo', body, presealCount(s.duration, bytes))
-  r = await watched([w.gatehouse, w.upstream], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca, path: '/app/echo', headers: dev.headers, nextBody: next }))
-  rows.push(ok(scenario, 'gatehouse', r.result, r.procs))
   if (!w.nginx) rows.push(missingNginx(w, scenario))
-  for (const p of proxies(w)) {
-    r = await watched([p.spawned, w.upstream], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca, path: '/app/echo', headers: plainHeaders, body }))
-    rows.push(ok(scenario, p.name, r.result, r.procs))
-  }
+  await inOrder([
+    async () => {
+      const g = await watched([w.gatehouse, w.upstream], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca, path: '/app/echo', headers: dev.headers, nextBody: next }))
+      rows.push(ok(scenario, 'gatehouse', g.result, g.procs))
+    },
+    ...proxies(w).map((p) => async () => {
+      const x = await watched([p.spawned, w.upstream], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca, path: '/app/echo', headers: plainHeaders, body }))
+      rows.push(ok(scenario, p.name, x.result, x.procs))
+    }),
+  ])
   return rows
 }
 
@@ -93,16 +109,20 @@ export async function halfLoadScenario(w: World, dev: BenchDevice, s: Settings, 
   const plainHeaders = { 'content-type': 'application/octet-stream' }
   const base = { duration: s.duration, connections: s.connections, method: 'POST', overallRate: rate }
   const rows: Row[] = []
-  let r = await watched([w.upstream], () => load({ ...base, url: `http://127.0.0.1:${w.ports.upstream}`, path: '/echo', headers: plainHeaders, body }))
+  const r = await watched([w.upstream], () => load({ ...base, url: `http://127.0.0.1:${w.ports.upstream}`, path: '/echo', headers: plainHeaders, body }))
   rows.push(ok(scenario, 'upstream', r.result, r.procs, { rate }))
   const next = dev.sealer('POST', '/app/echo', body, presealCount(s.duration, 1024, rate))
-  r = await watched([w.gatehouse, w.upstream], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca, path: '/app/echo', headers: dev.headers, nextBody: next }))
-  rows.push(ok(scenario, 'gatehouse', r.result, r.procs, { rate }))
   if (!w.nginx) rows.push(missingNginx(w, scenario))
-  for (const p of proxies(w)) {
-    r = await watched([p.spawned, w.upstream], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca, path: '/app/echo', headers: plainHeaders, body }))
-    rows.push(ok(scenario, p.name, r.result, r.procs, { rate }))
-  }
+  await inOrder([
+    async () => {
+      const g = await watched([w.gatehouse, w.upstream], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca, path: '/app/echo', headers: dev.headers, nextBody: next }))
+      rows.push(ok(scenario, 'gatehouse', g.result, g.procs, { rate }))
+    },
+    ...proxies(w).map((p) => async () => {
+      const x = await watched([p.spawned, w.upstream], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca, path: '/app/echo', headers: plainHeaders, body }))
+      rows.push(ok(scenario, p.name, x.result, x.procs, { rate }))
+    }),
+  ])
   return rows
 }
 
@@ -117,15 +137,19 @@ export async function activeSyncScenario(w: World, s: Settings): Promise<Row[]> 
   const body = randomBytes(1024)
   const base = { duration: s.duration, connections: s.connections, method: 'POST', path: target, headers, body }
   const rows: Row[] = []
-  let r = await watched([w.exchange], () => load({ ...base, url: `http://127.0.0.1:${w.ports.exchange}` }))
+  const r = await watched([w.exchange], () => load({ ...base, url: `http://127.0.0.1:${w.ports.exchange}` }))
   rows.push(ok(scenario, 'upstream', r.result, r.procs))
-  r = await watched([w.gatehouse, w.exchange], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca }))
-  rows.push(ok(scenario, 'gatehouse', r.result, r.procs))
   if (!w.nginx) rows.push(missingNginx(w, scenario))
-  for (const p of proxies(w)) {
-    r = await watched([p.spawned, w.exchange], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca }))
-    rows.push(ok(scenario, p.name, r.result, r.procs))
-  }
+  await inOrder([
+    async () => {
+      const g = await watched([w.gatehouse, w.exchange], () => load({ ...base, url: `https://localhost:${w.ports.proxy}`, ca: w.ca }))
+      rows.push(ok(scenario, 'gatehouse', g.result, g.procs))
+    },
+    ...proxies(w).map((p) => async () => {
+      const x = await watched([p.spawned, w.exchange], () => load({ ...base, url: `https://localhost:${p.port}`, ca: w.ca }))
+      rows.push(ok(scenario, p.name, x.result, x.procs))
+    }),
+  ])
   return rows
 }
 
@@ -136,14 +160,18 @@ export async function handshakeScenario(w: World, dev: BenchDevice, s: Settings)
   const rows: Row[] = []
   const next = dev.sealer('GET', '/app/bytes?n=0', undefined, presealCount(s.duration, 0, 3000))
   const ghReq = () => httpRequest('GET', '/app/bytes?n=0', { ...dev.headers, connection: 'close' }, next())
-  let r = await watched([w.gatehouse, w.upstream], () => handshakeLoad(w.ports.proxy, w.ca, ghReq, s.duration, concurrency))
-  rows.push(ok(scenario, 'gatehouse', { ...r.result, throughput: 0, timeouts: 0 }, r.procs))
   if (!w.nginx) rows.push(missingNginx(w, scenario))
   const plain = httpRequest('GET', '/app/bytes?n=0', { connection: 'close' })
-  for (const p of proxies(w)) {
-    r = await watched([p.spawned, w.upstream], () => handshakeLoad(p.port, w.ca, () => plain, s.duration, concurrency))
-    rows.push(ok(scenario, p.name, { ...r.result, throughput: 0, timeouts: 0 }, r.procs))
-  }
+  await inOrder([
+    async () => {
+      const g = await watched([w.gatehouse, w.upstream], () => handshakeLoad(w.ports.proxy, w.ca, ghReq, s.duration, concurrency))
+      rows.push(ok(scenario, 'gatehouse', { ...g.result, throughput: 0, timeouts: 0 }, g.procs))
+    },
+    ...proxies(w).map((p) => async () => {
+      const x = await watched([p.spawned, w.upstream], () => handshakeLoad(p.port, w.ca, () => plain, s.duration, concurrency))
+      rows.push(ok(scenario, p.name, { ...x.result, throughput: 0, timeouts: 0 }, x.procs))
+    }),
+  ])
   return rows
 }
 

@@ -5,9 +5,10 @@
  *   client ──uWS onData──▶ RequestBody (Readable, highWaterMark) ──undici──▶ Exchange
  *            ◀─ res.pause() when the Readable is full, res.resume() when undici reads again
  *   (a body declared within bodyHighWaterMark, 64 KiB, is read whole first and sent as one Buffer:
- *   cheaper over HTTP/1.1, and over HTTP/2 what lets it share a connection; activeSyncUpstream.ts)
+ *   cheaper over HTTP/1.1, where it goes through the proxy's own pool (h1Pool.ts), and over
+ *   HTTP/2 what lets it share a connection; activeSyncUpstream.ts)
  *
- *   client ◀──uWS write/tryEnd── Relay (undici dispatch handler) ◀──────────────── Exchange
+ *   client ◀──uWS write/tryEnd── Relay (dispatch handler) ◀──────────────── Exchange
  *            controller.pause() when uWS reports backpressure, resume() in onWritable
  *
  * A request body is also bounded in total (`limit`, 413 above). A response with a Content-Length
@@ -18,8 +19,8 @@
  *
  * Measured (test/integration/activeSyncHold.test.ts): uWS does not time out a request whose
  * body was fully received and whose response is pending (a request held 35 s got its answer), nor
- * one paused with res.pause(); so a Ping is bounded only by undici's headersTimeout/bodyTimeout,
- * set to maxHoldSeconds plus a margin.
+ * one paused with res.pause(); so a Ping is bounded only by the upstream client's headers and
+ * body timeouts, set to maxHoldSeconds plus a margin.
  */
 import { Readable } from 'node:stream'
 import type { Dispatcher } from 'undici'
