@@ -48,7 +48,7 @@ export function mergeRounds(rounds: Row[][]): Row[] {
       rps: median(nums(ok, (r) => r.rps)), mbps: median(nums(ok, (r) => r.mbps)), p50: median(nums(ok, (r) => r.p50)),
       p99: median(nums(ok, (r) => r.p99)), p999: median(nums(ok, (r) => r.p999)),
       errors: g.reduce((a, r) => a + (r.errors ?? 0), 0), non2xx: g.reduce((a, r) => a + (r.non2xx ?? 0), 0),
-      procs, extra: { ...first.extra, rounds: ok.length },
+      procs, extra: { ...first.extra, rounds: `${ok.length} of ${g.length}` },
     })
   }
   return out

@@ -161,6 +161,7 @@ export class H1Pool {
   private sweeper: NodeJS.Timeout | undefined
   private closing: { resolve: () => void; promise: Promise<void> } | undefined
   private destroyed = false
+  private established = 0
   /** Streamed uploads go through undici (made on first use). */
   private streams: Pool | undefined
   private readonly keepAliveMs: number
@@ -180,9 +181,9 @@ export class H1Pool {
     this.maxHeaderBytes = o.maxHeaderBytes ?? 16 * 1024
   }
 
-  /** Connections open or being opened, with those of streamed uploads. */
+  /** Connections established (not those still connecting), with those of streamed uploads. */
   get size(): number {
-    return this.conns.size + (this.streams?.stats.connected ?? 0)
+    return this.established + (this.streams?.stats.connected ?? 0)
   }
 
   dispatch(o: H1DispatchOptions, handler: H1Handler): boolean {
@@ -299,6 +300,7 @@ export class H1Pool {
     socket.once(this.secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer)
       conn.connected = true
+      this.established++
       this.next(conn)
     })
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk))
@@ -464,6 +466,7 @@ export class H1Pool {
 
   private drop(conn: Conn): void {
     if (!this.conns.delete(conn)) return
+    if (conn.connected) this.established--
     const i = this.idle.indexOf(conn)
     if (i >= 0) this.idle.splice(i, 1)
     conn.socket.destroy()

@@ -93,33 +93,23 @@ export class H1ResponseParser {
           buf = rest
           break
         }
-        case 'length': {
-          const n = Math.min(this.remaining, buf.length)
-          this.remaining -= n
-          const piece = n === buf.length ? buf : buf.subarray(0, n)
-          buf = n === buf.length ? EMPTY : buf.subarray(n)
-          this.on.data(piece)
+        case 'length':
+          buf = this.body(buf)
           if (this.remaining === 0) this.done()
           break
-        }
         case 'chunk-size': {
           const rest = this.readChunkSize(buf)
           if (rest === undefined) return undefined
           buf = rest
           break
         }
-        case 'chunk-data': {
-          const n = Math.min(this.remaining, buf.length)
-          this.remaining -= n
-          const piece = n === buf.length ? buf : buf.subarray(0, n)
-          buf = n === buf.length ? EMPTY : buf.subarray(n)
-          this.on.data(piece)
+        case 'chunk-data':
+          buf = this.body(buf)
           if (this.remaining === 0) {
             this.state = 'chunk-crlf'
             this.crlfSeen = 0
           }
           break
-        }
         case 'chunk-crlf': {
           while (this.crlfSeen < 2 && buf.length > 0) {
             if (buf[0] !== CRLF[this.crlfSeen]) throw new H1ParseError('chunk data not followed by CRLF')
@@ -157,6 +147,18 @@ export class H1ResponseParser {
       return
     }
     throw new H1ParseError(this.state === 'head' && this.pending.length === 0 ? 'connection closed before an answer' : 'connection closed in the middle of the answer')
+  }
+
+  /** Hand on up to `remaining` bytes as body (a view, no copy); returns the bytes after them. */
+  private body(buf: Buffer): Buffer {
+    const n = Math.min(this.remaining, buf.length)
+    this.remaining -= n
+    if (n === buf.length) {
+      this.on.data(buf)
+      return EMPTY
+    }
+    this.on.data(buf.subarray(0, n))
+    return buf.subarray(n)
   }
 
   private done(): void {

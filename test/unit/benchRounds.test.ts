@@ -30,7 +30,7 @@ describe('bench rounds', () => {
     expect(gh.rps).toBe(4500)
     expect(gh.procs!.gatehouse!.cpuPct).toBe(90)
     expect(gh.errors).toBe(3)
-    expect(gh.extra?.rounds).toBe(3)
+    expect(gh.extra?.rounds).toBe('3 of 3')
     expect(merged.find((r) => r.target === 'nginx')!.rps).toBe(10_000)
   })
 

@@ -6,6 +6,7 @@ import { EnvelopeDecoder, EnvelopeEncoder, fitsJoined, splitJoined, type Decoded
 import {
   MAX_HEAD_HEADERS, decodeRequestHead, decodeResponseHead, encodeRequestHead, encodeResponseHead, type HeaderList,
 } from '../../src/protocol/head.js'
+import { prng } from '../helpers/prng.js'
 
 const c2s = randomBytes(32)
 const s2c = randomBytes(32)
@@ -13,17 +14,6 @@ const sessionId = randomBytes(16).toString('base64url')
 const LINE = 'POST /api/v1/upload?mode=full'
 const TS = 1_700_000_000_000
 
-/** mulberry32: a small seeded PRNG so the random chunkings are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface RequestOpts { seq?: number; timestampMs?: number; requestLine?: string; sessionId?: string; key?: Buffer }
 

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest'
 import { UpstreamError } from '../../src/errors.js'
 import { H1ParseError, H1ResponseParser } from '../../src/proxy/h1Response.js'
+import { prng as rng } from '../helpers/prng.js'
 
 type Ev =
   | { t: 'head'; status: number; headers: Record<string, string | string[]> }
@@ -70,17 +71,6 @@ function parseError(msg: string | Buffer, o: { head?: boolean; close?: boolean; 
   throw new Error(`no error for ${JSON.stringify(msg.toString())}; events ${JSON.stringify(p.events)}`)
 }
 
-/** A small deterministic PRNG (mulberry32), so that a failing random split can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 describe('H1ResponseParser: valid answers', () => {
   it('reads a content-length body and ends reusable', () => {

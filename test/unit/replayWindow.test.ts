@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { ReplayWindow, type ReplayVerdict } from '../../src/protocol/replayWindow.js'
+import { prng } from '../helpers/prng.js'
 
-/** mulberry32: small seeded PRNG, so the randomized test is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** The obvious model: every accepted number in a Set. */
 class ReferenceWindow {
