@@ -8,8 +8,9 @@
  *
  * Why not undici for everything: per request, undici builds a Request (header validation and
  * normalisation, diagnostics channels), passes through handler wrappers and the llhttp wasm
- * boundary several times; bench:ab measured this pool at −N % proxy CPU per 1 KiB round trip
- * (docs/performance.md). What it does is the minimum a forwarding proxy needs:
+ * boundary several times; bench:ab measured this pool at −14 % proxy CPU per 1 KiB round trip
+ * and −36 % per ActiveSync Sync (docs/performance.md, "Changes made by measurement"). What it
+ * does is the minimum a forwarding proxy needs:
  *
  *   dispatch ─▶ idle connection (LIFO: the warmest) │ new one (up to `connections`) │ FIFO queue
  *     ─▶ onRequestStart ─▶ request head + body in one write ─▶ H1ResponseParser ─▶ handler
@@ -243,11 +244,12 @@ export class H1Pool {
 
   /** Called by Job.abort. */
   aborted(job: Job, reason: Error): void {
-    // A handler holds the controller from onRequestStart on: the job has its connection.
-    const c = job.conn!
+    // A handler holds the controller from onRequestStart on: the job has its connection until
+    // its answer ended or failed, and then abort() does nothing.
+    const c = job.conn
     job.conn = undefined
-    c.job = undefined
-    if (job.written) {
+    if (c) c.job = undefined
+    if (c && job.written) {
       // Mid-exchange: the connection's state is unknown, so it is not reused.
       this.drop(c)
       this.refill()
