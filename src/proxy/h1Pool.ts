@@ -148,6 +148,12 @@ interface Conn {
   /** The current answer is complete (set by the parser's end, acted on after the read). */
   complete: boolean
   reusable: boolean
+  /**
+   * The request carried a body with a method that has no defined body semantics (GET, DELETE,
+   * OPTIONS…): an upstream that ignores such bodies would read it as a next request, so the
+   * connection is not reused (as undici does).
+   */
+  noReuse: boolean
 }
 
 export class H1Pool {
@@ -289,7 +295,7 @@ export class H1Pool {
   private connect(): void {
     const conn: Conn = {
       socket: undefined as unknown as net.Socket, connected: false, job: undefined, parser: undefined,
-      lastRead: Date.now(), idleSince: 0, keepAliveMs: -1, complete: false, reusable: false,
+      lastRead: Date.now(), idleSince: 0, keepAliveMs: -1, complete: false, reusable: false, noReuse: false,
     }
     const socket = this.secure
       ? tls.connect({ host: this.host, port: this.port, servername: net.isIP(this.host) ? undefined : this.host, ca: this.o.ca, ALPNProtocols: ['http/1.1'] })
@@ -324,6 +330,8 @@ export class H1Pool {
       return this.settle()
     }
     conn.idleSince = Date.now()
+    // An idle keep-alive connection does not keep the process alive (ref() again in run()).
+    conn.socket.unref()
     this.idle.push(conn)
   }
 
@@ -354,6 +362,8 @@ export class H1Pool {
     conn.lastRead = Date.now()
     job.written = true
     const body = job.o.body as Buffer | null
+    conn.noReuse = body !== null && body.length > 0 && !EXPECTS_PAYLOAD.has(job.o.method)
+    conn.socket.ref()
     if (!body || body.length === 0) conn.socket.write(job.head, 'latin1')
     else if (body.length <= COPY_BODY_BYTES) {
       // Head and body in one buffer: one write, one syscall.
@@ -413,7 +423,7 @@ export class H1Pool {
     if (!conn.complete || !this.conns.has(conn)) return
     conn.complete = false
     // Bytes past the end of the answer (we never pipeline): nothing more is read from here.
-    if (!conn.reusable || (extra && extra.length > 0) || this.destroyed) {
+    if (!conn.reusable || conn.noReuse || (extra && extra.length > 0) || this.destroyed) {
       this.drop(conn)
       this.refill()
       return this.settle()
@@ -424,6 +434,10 @@ export class H1Pool {
   }
 
   private onEnd(conn: Conn): void {
+    // Closed before the connection was made (an https origin that accepts and closes before the
+    // handshake ends: a port published with nothing behind it, a server at its limit): a failed
+    // connect, not a free slot to reconnect into (that looped at ~1,000 connects a second).
+    if (!conn.connected) return this.lose(conn, new PoolError('other side closed before the connection was made', 'ECONNRESET'))
     const parser = conn.parser
     if (parser) {
       try {
@@ -456,13 +470,20 @@ export class H1Pool {
       job.conn = undefined
       this.fail(job, err)
     }
-    if (wasConnected) this.refill()
-    else if (!this.anyConnected()) {
-      // A connect failed and no connection is established: the target is down for everything
-      // queued (as undici fails a client's pending requests), and the transport retries them
-      // elsewhere. Reconnecting for them instead would churn until their deadline.
-      for (let j = this.take(); j; j = this.take()) this.fail(j, err)
+    if (!wasConnected) {
+      if (this.conns.size === 0) {
+        // No connection left, none being made: the target is down for everything queued, and
+        // the transport retries those requests elsewhere (reconnecting for them would churn
+        // until their deadline).
+        for (let j = this.take(); j; j = this.take()) this.fail(j, err)
+      } else {
+        // Other connections are up or being made: as with undici, one failed connect fails one
+        // request; the others wait for a connection (one more is made below if there is room).
+        const j = this.take()
+        if (j) this.fail(j, err)
+      }
     }
+    this.refill()
     this.settle()
   }
 
@@ -473,11 +494,6 @@ export class H1Pool {
     if (i >= 0) this.idle.splice(i, 1)
     conn.socket.destroy()
     if (this.conns.size === 0) this.stopSweeper()
-  }
-
-  private anyConnected(): boolean {
-    for (const c of this.conns) if (c.connected) return true
-    return false
   }
 
   /** Requests still queued need a connection. */
@@ -531,6 +547,7 @@ export class H1Pool {
     for (const c of late ?? []) {
       this.lose(c, c.parser?.started ? new PoolError('body timeout', 'UND_ERR_BODY_TIMEOUT') : new PoolError('headers timeout', 'UND_ERR_HEADERS_TIMEOUT'))
     }
-    for (const c of expired ?? []) this.drop(c)
+    // A late job's handler may have dispatched again and taken one of these meanwhile.
+    for (const c of expired ?? []) if (!c.job) this.drop(c)
   }
 }

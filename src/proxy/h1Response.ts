@@ -43,6 +43,7 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 't
 
 const CRLF = Buffer.from('\r\n')
 const CRLFCRLF = Buffer.from('\r\n\r\n')
+const LFLF = Buffer.from('\n\n')
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** Field values: visible ASCII, space, tab, obs-text (what undici and Node accept). */
 const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/
@@ -174,6 +175,8 @@ export class H1ResponseParser {
     const end = buf.indexOf(CRLFCRLF, from)
     if (end < 0) {
       if (buf.length > this.limits.maxHeaderBytes) throw new H1ParseError('header block too large')
+      // A head with bare LF line endings would otherwise wait for CRLFCRLF until the timeout.
+      if (buf.indexOf(LFLF, from) >= 0) throw new H1ParseError('bare LF line endings')
       // Copied: the socket's chunk may be reused by the caller (it is not today; cheap insurance).
       this.pending = this.pending.length === 0 ? Buffer.from(buf) : buf
       return undefined
@@ -191,7 +194,8 @@ export class H1ResponseParser {
     if (!m) throw new H1ParseError('bad status line')
     const minor = m[1]!
     const status = Number(m[2])
-    const headers: Record<string, string | string[]> = {}
+    // No prototype: a header named `constructor` or `__proto__` is just a header.
+    const headers = Object.create(null) as Record<string, string | string[]>
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!
       // Checked first: a folded line that holds a colon is still a fold, not a header named " x".

@@ -393,6 +393,28 @@ describe('H1Pool: keep-alive and the queue', () => {
     expect(p.size).toBe(1)
   }, T)
 
+  it('a GET, DELETE or OPTIONS that carried a body does not leave its connection for the next request', async () => {
+    const srv = await rawServer(echo)
+    const p = pool(srv.origin)
+    // An upstream that ignores the body of a GET would read it as a next request: never reused.
+    expect((await send(p, { method: 'GET', path: '/g', body: Buffer.from('x') })).body.toString()).toBe('conn 0 req 1 GET /g x')
+    expect((await send(p, { method: 'DELETE', path: '/d', body: Buffer.from('y') })).body.toString()).toBe('conn 1 req 2 DELETE /d y')
+    // POST with a body, and GET without one, keep theirs.
+    expect((await send(p, { method: 'POST', path: '/p', body: Buffer.from('z') })).body.toString()).toBe('conn 2 req 3 POST /p z')
+    expect((await send(p, { method: 'GET', path: '/n' })).body.toString()).toBe('conn 2 req 4 GET /n')
+    expect(srv.sockets.length).toBe(3)
+  }, T)
+
+  it('an idle keep-alive connection does not hold the process open (unref), a busy one does', async () => {
+    const srv = await rawServer(echo)
+    const p = pool(srv.origin)
+    await send(p)
+    const sock = srv.sockets.length === 1 ? (p as unknown as { idle: { socket: net.Socket }[] }).idle[0]!.socket : undefined
+    expect(sock).toBeDefined()
+    // hasRef() is Node's own view of whether the socket keeps the event loop alive.
+    expect((sock as net.Socket & { _handle: { hasRef(): boolean } })._handle.hasRef()).toBe(false)
+  }, T)
+
   it('connections: 2 with 5 concurrent requests: at most 2 connections, all answered, in FIFO order', async () => {
     let open = 0
     let maxOpen = 0
@@ -557,7 +579,7 @@ describe('H1Pool: failures', () => {
     }, T)
   }
 
-  it('a connect failure while another connection is busy: the queue waits for it, no reconnect loop', async () => {
+  it('a connect failure while another connection is busy fails one request (as undici), with no reconnect loop', async () => {
     const srv = await rawServer((req, socket) => setTimeout(() => socket.write(answer(200, `${req.path} on ${req.conn}`)), 300))
     const p = pool(srv.origin, { connections: 2 })
     const a = rec()
@@ -573,9 +595,10 @@ describe('H1Pool: failures', () => {
       p.dispatch(opts({ path: '/b' }), b)
       await withTimeout(Promise.all([a.done, b.done]), 3000)
       expect(a.body.toString()).toBe('/a on 0')
-      // b waited for the busy connection rather than failing with the refused connect.
-      expect(b.events).toEqual(['start', 'head 200', 'data', 'end'])
-      expect(b.body.toString()).toBe('/b on 0')
+      // The refused connect fails b (the transport retries it on another target, or answers 502)
+      // instead of holding it behind a busy connection, which may be a Ping held for minutes.
+      expect(b.events).toEqual(['error'])
+      expect(b.error!.code).toBe('ECONNREFUSED')
       // One refused connect for b, not one after another while /a was busy.
       expect(connects.mock.calls.length).toBeLessThanOrEqual(2)
     } finally {
@@ -924,6 +947,48 @@ describe('H1Pool: https and streamed bodies', () => {
     expect(r.events).toEqual(['error'])
     expect(r.error!.code).toMatch(/CERT|SELF_SIGNED|UNABLE_TO/)
     expect(srv.requests.length).toBe(0)
+  }, T)
+
+  it('an https origin that accepts and closes before the handshake: a failed connect, no reconnect storm', async () => {
+    let accepted = 0
+    const server = net.createServer((s) => {
+      accepted++
+      s.destroy()
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    servers.push({ close: () => new Promise<void>((r) => server.close(() => r())) })
+    const p = pool(`https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, { ca, connections: 2 })
+    const rs = [rec(), rec(), rec()]
+    for (const r of rs) p.dispatch(opts(), r)
+    await withTimeout(Promise.all(rs.map((r) => r.done)), 3000)
+    for (const r of rs) {
+      expect(r.events).toEqual(['error'])
+      expect(['ECONNRESET', 'UND_ERR_SOCKET']).toContain(r.error!.code)
+    }
+    const atEnd = accepted
+    await new Promise((r) => setTimeout(r, 300))
+    // Each failed connect fails one request and may open one more while requests wait: at most
+    // requests + connections - 1 connects, and none once nothing waits (it made ~1,000 a second
+    // before the fix).
+    expect(atEnd).toBeLessThanOrEqual(rs.length + 2 - 1)
+    expect(accepted).toBe(atEnd)
+    expect(p.size).toBe(0)
+  }, T)
+
+  it('one connect refused before its handshake among several: one request fails, the rest are served', async () => {
+    let n = 0
+    const srv = await rawServer(echo, { tls: cert })
+    // The first TCP connection is closed before TLS starts; the others are served.
+    srv.listener.prependListener('connection', (s: net.Socket) => {
+      if (n++ === 0) s.destroy()
+    })
+    const p = pool(srv.origin, { ca, connections: 4 })
+    const rs = Array.from({ length: 12 }, () => rec())
+    for (const [i, r] of rs.entries()) p.dispatch(opts({ path: `/r${i}` }), r)
+    await withTimeout(Promise.all(rs.map((r) => r.done)), 5000)
+    const failed = rs.filter((r) => r.events[0] === 'error')
+    expect(failed.length).toBe(1)
+    expect(rs.filter((r) => r.events.join() === 'start,head 200,data,end').length).toBe(11)
   }, T)
 
   it('a Readable body goes through undici (chunked) and arrives whole', async () => {

@@ -296,6 +296,24 @@ describe('H1ResponseParser: reads split anywhere give the same events', () => {
 })
 
 describe('H1ResponseParser: hostile and malformed answers', () => {
+  it('refuses a head with bare LF line endings at once, not at the headers timeout', () => {
+    expect(parseError('HTTP/1.1 200 OK\ncontent-length: 0\n\n').message).toMatch(/bare LF line endings/)
+    expect(parseError('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\n').message).toMatch(/bare LF line endings/)
+    // Split across reads too.
+    const p = make()
+    p.feed('HTTP/1.1 200 OK\r\nx: 1\n')
+    expect(() => p.feed('\nrest')).toThrow(/bare LF line endings/)
+  })
+
+  it('takes headers named like Object.prototype members as plain headers', () => {
+    const ev = parseAll('HTTP/1.1 200 OK\r\nconstructor: a\r\n__proto__: b\r\ntoString: c\r\nconstructor: d\r\ncontent-length: 0\r\n\r\n')
+    const head = ev[0] as { t: 'head'; headers: Record<string, string | string[]> }
+    expect(head.headers['constructor']).toEqual(['a', 'd'])
+    expect(head.headers['__proto__']).toBe('b')
+    expect(head.headers['tostring']).toBe('c')
+    expect(Object.getPrototypeOf(head.headers)).toBeNull()
+  })
+
   it('refuses a bad status line', () => {
     for (const line of [
       'HTTP/2.0 200 OK', 'HTTP/1.2 200 OK', 'HTTP/1.1 20 OK', 'HTTP/1.1 2000 OK', 'HTTP/1.1 099 Low', 'HTTP/1.1200 OK', 'HTTP/1.1  200 OK',
