@@ -18,9 +18,11 @@ export interface ResponseHead {
 }
 
 export const MAX_HEAD_HEADERS = 100
-// RFC 9110 token characters for names; values: visible ASCII, space, tab and obs-text, no CR/LF/NUL.
-const NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
+// RFC 9110 token characters for names (and methods); values: visible ASCII, space, tab and
+// obs-text, no CR/LF/NUL. Shared with the upstream HTTP/1.1 client (h1Pool.ts, h1Response.ts).
+export const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** Matches a character a field value must not hold. */
+export const BAD_FIELD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/
 
 export function encodeRequestHead(head: RequestHead): Buffer {
   return Buffer.from(JSON.stringify({ h: head.headers }), 'utf8')
@@ -51,8 +53,8 @@ function headers(v: unknown): HeaderList {
     if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') {
       throw new MalformedError(`head.h[${i}] must be a [name, value] pair of strings`)
     }
-    if (!NAME_RE.test(pair[0])) throw new MalformedError(`head.h[${i}] has an invalid header name`)
-    if (!VALUE_RE.test(pair[1])) throw new MalformedError(`head.h[${i}] has an invalid header value`)
+    if (!TOKEN_RE.test(pair[0])) throw new MalformedError(`head.h[${i}] has an invalid header name`)
+    if (BAD_FIELD_VALUE_RE.test(pair[1])) throw new MalformedError(`head.h[${i}] has an invalid header value`)
     out.push([pair[0], pair[1]])
   }
   return out

@@ -27,6 +27,7 @@ import { Readable } from 'node:stream'
 import tls from 'node:tls'
 import { Pool, type Dispatcher } from 'undici'
 import { UpstreamError } from '../errors.js'
+import { BAD_FIELD_VALUE_RE as BAD_VALUE_RE, TOKEN_RE } from '../protocol/head.js'
 import { H1ResponseParser } from './h1Response.js'
 
 /** The part of undici's DispatchHandler this pool calls. */
@@ -62,9 +63,6 @@ export interface H1PoolOptions {
 const SWEEP_MS = 250
 /** Close an idle connection this much before the upstream's announced keep-alive timeout. */
 const KEEP_ALIVE_MARGIN_MS = 1000
-const METHOD_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-const NAME_RE = METHOD_RE
-const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/
 /** What undici accepts in a request target. */
 const BAD_PATH_RE = /[^\x21-\xff]/
 const KEEP_ALIVE_TIMEOUT_RE = /timeout=(\d{1,9})/
@@ -138,15 +136,15 @@ interface Conn {
   socket: net.Socket
   connected: boolean
   job: Job | undefined
-  parser: H1ResponseParser | undefined
+  /** One per connection, reset for each request; its events go to `job` (none when it is gone). */
+  parser: H1ResponseParser
   /** Last read of the answer (body timeout), or the write of the request (headers timeout). */
   lastRead: number
   /** Idle since (keep-alive expiry). */
   idleSince: number
   /** The upstream's keep-alive hint, minus a margin; -1: none given. */
   keepAliveMs: number
-  /** The current answer is complete (set by the parser's end, acted on after the read). */
-  complete: boolean
+  /** Set by the parser's end, acted on after the read (onData). */
   reusable: boolean
   /**
    * The request carried a body with a method that has no defined body semantics (GET, DELETE,
@@ -267,7 +265,7 @@ export class H1Pool {
   }
 
   private requestHead(o: H1DispatchOptions): string {
-    if (!METHOD_RE.test(o.method)) throw new UpstreamError('invalid request method')
+    if (!TOKEN_RE.test(o.method)) throw new UpstreamError('invalid request method')
     if (o.path.length === 0 || BAD_PATH_RE.test(o.path)) throw new UpstreamError('invalid request path')
     let head = `${o.method} ${o.path} HTTP/1.1\r\nhost: ${this.hostHeader}\r\nconnection: keep-alive\r\n`
     const h = o.headers
@@ -275,7 +273,7 @@ export class H1Pool {
       const v = h[name]!
       // Framing is ours: the body's own length (never a caller's), and no hop-by-hop headers.
       if (isFraming(name)) continue
-      if (!NAME_RE.test(name)) throw new UpstreamError('invalid request header name')
+      if (!TOKEN_RE.test(name)) throw new UpstreamError('invalid request header name')
       if (typeof v === 'string') {
         if (BAD_VALUE_RE.test(v)) throw new UpstreamError('invalid request header value')
         head += `${name}: ${v}\r\n`
@@ -294,9 +292,24 @@ export class H1Pool {
 
   private connect(): void {
     const conn: Conn = {
-      socket: undefined as unknown as net.Socket, connected: false, job: undefined, parser: undefined,
-      lastRead: Date.now(), idleSince: 0, keepAliveMs: -1, complete: false, reusable: false, noReuse: false,
+      socket: undefined as unknown as net.Socket, connected: false, job: undefined, parser: undefined as unknown as H1ResponseParser,
+      lastRead: Date.now(), idleSince: 0, keepAliveMs: -1, reusable: false, noReuse: false,
     }
+    // Events go to the connection's current job: one parser and three closures per connection,
+    // not per request. A job aborted in the middle of a read is detached (job undefined) and
+    // hears nothing more.
+    conn.parser = new H1ResponseParser(false, { maxHeaderBytes: this.maxHeaderBytes }, {
+      head: (status, headers, reason) => {
+        if (conn.job) this.onHead(conn, conn.job, status, headers, reason)
+      },
+      data: (chunk) => {
+        const job = conn.job
+        if (job && !job.over) job.handler.onResponseData?.(job, chunk)
+      },
+      end: (reusable) => {
+        if (conn.job) this.onComplete(conn, conn.job, reusable)
+      },
+    })
     const socket = this.secure
       ? tls.connect({ host: this.host, port: this.port, servername: net.isIP(this.host) ? undefined : this.host, ca: this.o.ca, ALPNProtocols: ['http/1.1'] })
       : net.connect({ host: this.host, port: this.port })
@@ -349,16 +362,9 @@ export class H1Pool {
   private run(conn: Conn, job: Job): void {
     job.conn = conn
     conn.job = job
-    conn.complete = false
     job.handler.onRequestStart?.(job, {})
     if (job.aborted) return this.next(conn) // aborted in onRequestStart: nothing was written
-    conn.parser = new H1ResponseParser(job.o.method === 'HEAD', { maxHeaderBytes: this.maxHeaderBytes }, {
-      head: (status, headers, reason) => this.onHead(conn, job, status, headers, reason),
-      data: (chunk) => {
-        if (!job.over && !job.aborted) job.handler.onResponseData?.(job, chunk)
-      },
-      end: (reusable) => this.onComplete(conn, job, reusable),
-    })
+    conn.parser.reset(job.o.method === 'HEAD')
     conn.lastRead = Date.now()
     job.written = true
     const body = job.o.body as Buffer | null
@@ -393,8 +399,6 @@ export class H1Pool {
   /** The parser's end: the handler hears of it now; the connection's fate is decided after the read. */
   private onComplete(conn: Conn, job: Job, reusable: boolean): void {
     conn.job = undefined
-    conn.parser = undefined
-    conn.complete = true
     // A keep-alive hint of timeout=1 or less (after the margin: 0) means: do not reuse.
     conn.reusable = reusable && conn.keepAliveMs !== 0
     job.conn = undefined
@@ -406,7 +410,7 @@ export class H1Pool {
 
   private onData(conn: Conn, chunk: Buffer): void {
     const parser = conn.parser
-    if (!parser) {
+    if (!conn.job) {
       // Bytes with no request outstanding: the upstream is confused; never reuse this connection.
       this.drop(conn)
       return this.refill()
@@ -420,8 +424,7 @@ export class H1Pool {
     // Only reads from the head's end on restart the clock: the head must be whole within
     // headersTimeout of the write (as undici's), however slowly an upstream trickles it in.
     if (parser.started) conn.lastRead = Date.now()
-    if (!conn.complete || !this.conns.has(conn)) return
-    conn.complete = false
+    if (!parser.complete || !this.conns.has(conn)) return
     // Bytes past the end of the answer (we never pipeline): nothing more is read from here.
     if (!conn.reusable || conn.noReuse || (extra && extra.length > 0) || this.destroyed) {
       this.drop(conn)
@@ -439,7 +442,7 @@ export class H1Pool {
     // connect, not a free slot to reconnect into (that looped at ~1,000 connects a second).
     if (!conn.connected) return this.lose(conn, new PoolError('other side closed before the connection was made', 'ECONNRESET'))
     const parser = conn.parser
-    if (parser) {
+    if (conn.job) {
       try {
         // Completes an answer that runs to the end of the connection.
         parser.close()
@@ -464,7 +467,6 @@ export class H1Pool {
     const job = conn.job
     const wasConnected = conn.connected
     conn.job = undefined
-    conn.parser = undefined
     this.drop(conn)
     if (job) {
       job.conn = undefined
@@ -538,14 +540,14 @@ export class H1Pool {
       const job = c.job
       if (job) {
         if (job.paused) continue
-        const limit = c.parser?.started ? job.o.bodyTimeout : job.o.headersTimeout
+        const limit = c.parser.started ? job.o.bodyTimeout : job.o.headersTimeout
         if (limit > 0 && now - c.lastRead > limit) (late ??= []).push(c)
       } else if (c.connected && now - c.idleSince > (c.keepAliveMs >= 0 ? Math.min(c.keepAliveMs, this.keepAliveMs) : this.keepAliveMs)) {
         (expired ??= []).push(c)
       }
     }
     for (const c of late ?? []) {
-      this.lose(c, c.parser?.started ? new PoolError('body timeout', 'UND_ERR_BODY_TIMEOUT') : new PoolError('headers timeout', 'UND_ERR_HEADERS_TIMEOUT'))
+      this.lose(c, c.parser.started ? new PoolError('body timeout', 'UND_ERR_BODY_TIMEOUT') : new PoolError('headers timeout', 'UND_ERR_HEADERS_TIMEOUT'))
     }
     // A late job's handler may have dispatched again and taken one of these meanwhile.
     for (const c of expired ?? []) if (!c.job) this.drop(c)

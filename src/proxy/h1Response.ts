@@ -18,6 +18,7 @@
  *                              └─▶ trailers ─▶ done
  */
 import { UpstreamError } from '../errors.js'
+import { BAD_FIELD_VALUE_RE as BAD_VALUE_RE, TOKEN_RE } from '../protocol/head.js'
 
 /** The upstream's answer does not parse as HTTP/1.1: the connection is closed, the request fails. */
 export class H1ParseError extends UpstreamError {
@@ -44,9 +45,6 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-crlf' | 't
 const CRLF = Buffer.from('\r\n')
 const CRLFCRLF = Buffer.from('\r\n\r\n')
 const LFLF = Buffer.from('\n\n')
-const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-/** Field values: visible ASCII, space, tab, obs-text (what undici and Node accept). */
-const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/
 const STATUS_RE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/
 const LENGTH_RE = /^\d{1,15}$/
 const CHUNK_SIZE_RE = /^([0-9A-Fa-f]{1,13})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/
@@ -66,11 +64,23 @@ export class H1ResponseParser {
 
   constructor(
     /** No body whatever the headers say (the request was HEAD). */
-    private readonly headRequest: boolean,
+    private headRequest: boolean,
     private readonly limits: H1ResponseLimits,
     private readonly on: H1ResponseEvents,
   ) {}
 
+  /** Ready for the next answer on the same connection (one parser per connection, not per request). */
+  reset(headRequest: boolean): void {
+    this.headRequest = headRequest
+    this.state = 'head'
+    this.pending = EMPTY
+    this.remaining = 0
+    this.crlfSeen = 0
+    this.reusable = true
+    this.trailerBytes = 0
+  }
+
+  /** The answer ended (reset() starts the next one). */
   get complete(): boolean {
     return this.state === 'done'
   }

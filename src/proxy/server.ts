@@ -565,7 +565,8 @@ export class ProxyServer {
   }
 
   /**
-   * Send the request upstream (a whole body gets a content-length, a streamed one goes chunked)
+   * Send the request upstream (the pool frames it: a whole body with its content-length, a
+   * streamed one chunked)
    * and stream the answer back in a response envelope (responseStream.ts).
    */
   private async forward(
@@ -575,7 +576,6 @@ export class ProxyServer {
     if (x.finished) return
     const m = this.metrics
     const route = x.route!
-    if (Buffer.isBuffer(body)) headers['content-length'] = String(body.length)
     const kind = (err: Error) => (err instanceof GatehouseError ? err.code : 'error')
     const sink = new ResponseStream({
       res: x.res,

@@ -1,6 +1,6 @@
 /**
- * Upstream transport: one undici Pool of keep-alive connections per upstream origin, and one
- * attempt of one request on it. An attempt collects the answer (bounded by maxResponseBytes) and
+ * Upstream transport: one keep-alive pool per upstream origin (h1Pool.ts: the proxy's own
+ * HTTP/1.1 client; streamed uploads go through undici), and one attempt of one request on it. An attempt collects the answer (bounded by maxResponseBytes) and
  * says how it failed, so that the caller can decide on health and retries:
  *
  *   connect  no connection could be made (refused, unreachable, connect timeout): the target is
@@ -88,9 +88,10 @@ export interface AttemptOwner<T> {
 }
 
 /**
- * One request on one target, as an undici dispatch handler: no Readable stream, promise chain or
- * AbortSignal per request (measured with bench/quick.ts, see docs/performance.md). `target` and
- * `probe` are the owner's bookkeeping, carried along so that a late end is still accounted for.
+ * One request on one target, as a dispatch handler (undici's interface, which h1Pool.ts speaks
+ * too): no Readable stream, promise chain or AbortSignal per request (measured with
+ * bench/quick.ts, see docs/performance.md). `target` and `probe` are the owner's bookkeeping,
+ * carried along so that a late end is still accounted for.
  */
 export class Attempt<T> implements Dispatcher.DispatchHandler, UpstreamResponse, BodyFlow {
   status = 0
